@@ -1,0 +1,37 @@
+"""Model configs: plain dataclasses saved inside every checkpoint so that nothing is guessed at load time."""
+
+from dataclasses import asdict, dataclass, field
+
+from core.classes import CLASSES
+from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model and feed it: architecture, input and class order."""
+
+    arch: str  # key in core.models.factory.MODEL_REGISTRY
+    img_size: int = 112
+    num_classes: int = len(CLASSES)
+    classes: tuple = CLASSES
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    fusion_dim: int = 128
+    drop_rate: float = 0.2
+    arch_kwargs: dict = field(default_factory=dict)
+    version: str = "0"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        for key in ("classes", "mean", "std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)

@@ -1,0 +1,120 @@
+"""`load_model(name_or_path)`: shipped models by name from weights/, or any checkpoint path.
+
+Each format has a loader in `LOADERS` keyed by file suffix. Shipped files are checked against the
+sha256 in weights/manifest.json; a mismatch or damage falls back to the previous good version in
+weights/previous/ (kept by promotion) and says so in `Classifier.warnings`.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.models.checkpoint import CheckpointError, load_checkpoint, sha256_file
+from core.models.config import ModelConfig
+from core.models.fusion import LogitsOnly
+from core.paths import weights_dir
+
+log = logging.getLogger(__name__)
+
+SHIPPED = ("teacher", "student", "quantized")
+SHIPPED_FILES = {"teacher": "teacher.pt", "student": "student.pt", "quantized": "quantized.onnx"}
+
+
+@dataclass
+class Classifier:
+    """A loaded model behind one interface: `logits(x)` on a normalised NCHW float tensor.
+
+    `module` is the torch module (LogitsOnly) for gradient methods; for the int8 ONNX model it is
+    None and `float_counterpart` names the fp32 model it was quantized from.
+    """
+
+    name: str
+    config: ModelConfig
+    meta: dict
+    path: Path
+    sha256: str
+    module: torch.nn.Module = None
+    session: object = None
+    float_counterpart: str = None
+    warnings: list = field(default_factory=list)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.module is not None:
+            with torch.inference_mode():
+                return self.module(x)
+        feed = {self.session.get_inputs()[0].name: x.detach().cpu().numpy().astype("float32")}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+    @property
+    def calibration(self) -> dict:
+        return self.meta.get("calibration", {})
+
+    @property
+    def params(self) -> int:
+        return int(self.meta.get("params", 0))
+
+
+def _load_torch(path: Path, name: str) -> Classifier:
+    model, config, meta = load_checkpoint(path)
+    return Classifier(name, config, meta, path, sha256_file(path), module=LogitsOnly(model).eval())
+
+
+def _load_onnx(path: Path, name: str) -> Classifier:
+    from core.quantization.onnx_export import load_onnx_classifier
+
+    return load_onnx_classifier(path, name)
+
+
+LOADERS = {".pt": _load_torch, ".onnx": _load_onnx}
+
+
+def read_manifest(root=None) -> dict:
+    path = Path(root or weights_dir()) / "manifest.json"
+    if not path.is_file():
+        return {"models": {}}
+    return json.loads(path.read_text())
+
+
+def shipped_path(name: str, root=None) -> Path:
+    root = Path(root or weights_dir())
+    entry = read_manifest(root).get("models", {}).get(name, {})
+    return root / entry.get("file", SHIPPED_FILES[name])
+
+
+def _load_file(path: Path, name: str, expected_sha=None) -> Classifier:
+    loader = LOADERS.get(path.suffix)
+    if loader is None:
+        raise CheckpointError(f"{path}: unknown weight format {path.suffix!r} (known: {', '.join(LOADERS)})")
+    if not path.is_file():
+        raise CheckpointError(f"weight file not found: {path}")
+    if expected_sha:
+        actual = sha256_file(path)
+        if actual != expected_sha:
+            raise CheckpointError(f"{path} is damaged or was modified: sha256 {actual[:12]}..., "
+                                  f"manifest expects {expected_sha}")
+    return loader(path, name)
+
+
+def load_model(name_or_path, root=None) -> Classifier:
+    """A shipped model by name (teacher, student, quantized) or a checkpoint path (.pt / .onnx)."""
+    if str(name_or_path) not in SHIPPED:
+        path = Path(name_or_path)
+        return _load_file(path, path.stem)
+    name = str(name_or_path)
+    root = Path(root or weights_dir())
+    manifest = read_manifest(root).get("models", {}).get(name, {})
+    path = shipped_path(name, root)
+    try:
+        return _load_file(path, name, manifest.get("sha256"))
+    except CheckpointError as exc:
+        previous = root / "previous" / path.name
+        if not previous.is_file():
+            raise
+        prev_manifest = read_manifest(root / "previous").get("models", {}).get(name, {})
+        classifier = _load_file(previous, name, prev_manifest.get("sha256"))
+        classifier.warnings.append(f"{exc}. Using the previous good version instead.")
+        log.warning("falling back to %s: %s", previous, exc)
+        return classifier

@@ -1,0 +1,68 @@
+"""Training run config (written to RUN_DIR/config.json) and its up-front validation."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core.distillation.stages import STAGES
+
+
+class TrainConfigError(ValueError):
+    """Bad training parameters, all listed in one message before any work starts."""
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    out: str
+    data_dir: str = None
+    teacher: str = None
+    epochs: int = 20
+    img_size: int = 112
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    alpha: float = 0.3
+    beta: float = 0.3
+    gamma: float = 0.4
+    temperature: float = 4.0
+    label_smoothing: float = 0.1
+    balance_power: float = 0.5  # sampling weight ~ class_count ** -power (0: natural, 1: fully balanced)
+    warmup_epochs: float = 1.0
+    ema_decay: float = 0.998  # 0 disables the weight EMA
+    seed: int = 42
+    threads: int = 0  # 0: all cores
+    resume: bool = False
+    limit: int = 0  # >0: use only this many images (smoke tests)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def problems(self) -> list:
+        """Everything wrong with these parameters (empty when fine)."""
+        p = []
+        if self.stage not in STAGES:
+            p.append(f"unknown stage {self.stage!r} (choose from {', '.join(STAGES)})")
+        if self.epochs <= 0:
+            p.append(f"epochs must be > 0 (got {self.epochs})")
+        if self.batch_size <= 1:
+            p.append(f"batch size must be > 1 (got {self.batch_size})")
+        if self.lr <= 0:
+            p.append(f"learning rate must be > 0 (got {self.lr})")
+        if self.temperature <= 0:
+            p.append(f"temperature must be > 0 (got {self.temperature})")
+        if min(self.alpha, self.beta, self.gamma) < 0:
+            p.append("alpha, beta and gamma must be >= 0")
+        if self.alpha + self.beta + self.gamma <= 0:
+            p.append("alpha + beta + gamma must be > 0")
+        if not 32 <= self.img_size <= 512 or self.img_size % 16:
+            p.append(f"image size must be a multiple of 16 between 32 and 512 (got {self.img_size})")
+        if not 0 <= self.balance_power <= 1:
+            p.append("balance power must be in [0, 1]")
+        if self.teacher and not Path(self.teacher).is_file() and self.teacher not in ("teacher",):
+            p.append(f"teacher checkpoint not found: {self.teacher}")
+        return p
+
+    def validate(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise TrainConfigError("; ".join(problems))

@@ -1,0 +1,212 @@
+"""The training loop for every stage: cached images, balanced sampling, batch augmentation,
+AdamW + warmup/cosine, weight EMA, per-epoch validation, atomic checkpoints, clean stop, resume.
+
+Progress goes to a callback `callback(event, **data)` (events: "cache", "batch", "epoch", "done"),
+so the CLI can draw bars and the app can read files; nothing here prints.
+"""
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.utils import ModelEmaV3
+
+from core.classes import CLASSES
+from core.data.augment import AugmentConfig, augment_batch
+from core.data.cache import cached_images
+from core.data.ham10000 import content_duplicate_groups, load_ham10000
+from core.data.preprocess import to_model_tensor
+from core.data.split import lesion_grouped_split, load_split, save_split, split_fingerprint
+from core.distillation.stages import STAGES, FeatureProjector, stage_losses
+from core.evaluation.calibration import fit_calibration, softmax_np
+from core.evaluation.inference import batched_logits
+from core.evaluation.metrics import classification_metrics
+from core.models.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint, save_checkpoint
+from core.models.factory import DEFAULT_CONFIGS, count_params, create_model
+from core.paths import resolve_data_dir
+from core.training.config import TrainConfig, TrainConfigError
+
+log = logging.getLogger(__name__)
+
+
+class TrainingStopped(Exception):
+    """Raised at a batch boundary when a stop was requested; the last good checkpoint is kept."""
+
+
+def _noop(event, **data):
+    pass
+
+
+def resolve_teacher_path(teacher) -> Path:
+    from core.models.loader import shipped_path
+
+    return shipped_path("teacher") if teacher in (None, "", "teacher") else Path(teacher)
+
+
+def class_balanced_weights(labels, power: float) -> torch.Tensor:
+    """Per-sample sampling weights ~ count(class) ** -power."""
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
+    return torch.as_tensor(np.maximum(counts[labels], 1) ** -power, dtype=torch.double)
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) -> dict:
+    """Train one stage into cfg.out; returns the test report (also written to report.json)."""
+    cfg.validate()
+    stage = STAGES[cfg.stage]
+    data_dir = resolve_data_dir(cfg.data_dir)
+    teacher_path = resolve_teacher_path(cfg.teacher) if stage.needs_teacher else None
+    if teacher_path is not None and not teacher_path.is_file():
+        raise TrainConfigError(f"stage {cfg.stage} needs a teacher checkpoint; not found: {teacher_path}")
+    records = load_ham10000(data_dir)
+    if cfg.limit:
+        records = records[: cfg.limit]
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads := cfg.threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+
+    split_path = out / "split.json"
+    if cfg.resume and split_path.is_file():
+        split = load_split(split_path)
+    else:
+        split = lesion_grouped_split(records, seed=cfg.seed, duplicate_of=content_duplicate_groups(records))
+        save_split(split, split_path)
+    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "data_dir": str(data_dir),
+                                                 "teacher": str(teacher_path) if teacher_path else None}, indent=2))
+
+    images = cached_images(records, cfg.img_size, progress=lambda d, t: callback("cache", done=d, total=t))
+    index_of = {r.image_id: i for i, r in enumerate(records)}
+    labels = np.array([r.label for r in records])
+    part = {k: np.array([index_of[i] for i in split[k]], dtype=np.int64) for k in ("train", "val", "test")}
+
+    model_config = DEFAULT_CONFIGS[stage.role](cfg.img_size)
+    model = create_model(model_config)
+    teacher = projector = None
+    if stage.needs_teacher:
+        teacher, teacher_config, _ = load_checkpoint(teacher_path)
+        teacher.requires_grad_(False).eval()
+        if teacher_config.img_size != cfg.img_size:
+            raise TrainConfigError(f"teacher input size {teacher_config.img_size} differs from --img-size {cfg.img_size}")
+    if stage.feature_kd:
+        projector = FeatureProjector(model.stage_dims + [model_config.fusion_dim],
+                                     teacher.stage_dims + [teacher_config.fusion_dim])
+    params = list(model.parameters()) + (list(projector.parameters()) if projector else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(part["train"]) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, total_steps, int(cfg.warmup_epochs * steps_per_epoch)))
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
+    sample_weights = class_balanced_weights(labels[part["train"]], cfg.balance_power)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    augment_cfg = AugmentConfig()
+
+    start_epoch, best_score = 0, -1.0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if cfg.resume and last_path.is_file():
+        state = read_checkpoint(last_path)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and "ema" in state:
+            ema.module.load_state_dict(state["ema"])
+        if projector is not None and "projector" in state:
+            projector.load_state_dict(state["projector"])
+        generator.set_state(state["generator"])
+        start_epoch, best_score = state["epoch"] + 1, state["best_score"]
+        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+
+    fingerprint = split_fingerprint(split)
+    meta_base = {"stage": cfg.stage, "seed": cfg.seed, "split_fingerprint": fingerprint,
+                 "params": count_params(model), "train_config": cfg.to_dict()}
+    eval_model = lambda: (ema.module if ema is not None else model)  # noqa: E731
+
+    def logits_of(m, idx):
+        m.eval()
+        return batched_logits(m.predict, images[idx], model_config.mean, model_config.std)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0 = time.time()
+        order = part["train"][torch.multinomial(sample_weights, len(part["train"]), replacement=True, generator=generator).numpy()]
+        sums = {}
+        for b in range(steps_per_epoch):
+            if should_stop():
+                raise TrainingStopped(f"stopped during epoch {epoch + 1}; last good checkpoint kept")
+            idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            x = to_model_tensor(torch.from_numpy(images[idx]), model_config.mean, model_config.std)
+            x = augment_batch(x, augment_cfg, generator)
+            y = torch.from_numpy(labels[idx])
+            out_s = model(x)
+            out_t = None
+            if teacher is not None:
+                with torch.no_grad():
+                    out_t = teacher(x)
+            parts = stage_losses(stage, out_s, y, out_t, projector, alpha=cfg.alpha, beta=cfg.beta,
+                                 gamma=cfg.gamma, temperature=cfg.temperature, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            callback("batch", epoch=epoch + 1, epochs=cfg.epochs, batch=b + 1, batches=steps_per_epoch,
+                     loss=parts["total"].item(), seconds=time.time() - t0)
+        val_logits = logits_of(eval_model(), part["val"])
+        val = classification_metrics(labels[part["val"]], softmax_np(val_logits))
+        row = {"epoch": epoch + 1, **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()},
+               "lr": scheduler.get_last_lr()[0],
+               **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")},
+               "seconds": time.time() - t0}
+        improved = val["balanced_accuracy"] > best_score
+        if improved:
+            best_score = val["balanced_accuracy"]
+            save_checkpoint(best_path, eval_model(), model_config, meta={**meta_base, "epoch": epoch + 1,
+                                                                          "val": row})
+        atomic_torch_save({"format": "dermadistill-checkpoint-v1", "config": model_config.to_dict(),
+                           "state_dict": model.state_dict(), "meta": meta_base,
+                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "ema": ema.module.state_dict() if ema is not None else {},
+                           "projector": projector.state_dict() if projector is not None else {},
+                           "generator": generator.get_state(), "epoch": epoch, "best_score": best_score},
+                          last_path)
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        callback("epoch", **row, best=improved)
+
+    report = finalize_run(out, images, labels, part, fingerprint)
+    callback("done", **{k: report["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")})
+    return report
+
+
+def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
+    """Calibrate best.pt on validation, store the calibration in it, and write report.json (test split)."""
+    best_path = Path(out) / "best.pt"
+    model, config, meta = load_checkpoint(best_path)
+    val_logits = batched_logits(model.predict, images[part["val"]], config.mean, config.std)
+    test_logits = batched_logits(model.predict, images[part["test"]], config.mean, config.std)
+    calibration = fit_calibration(val_logits, labels[part["val"]])
+    test = classification_metrics(labels[part["test"]], softmax_np(test_logits, calibration.temperature))
+    meta = {**meta, "calibration": calibration.to_dict(), "test": {k: test[k] for k in
+            ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}
+    save_checkpoint(best_path, model, config, meta=meta)
+    report = {"split": "test", "split_fingerprint": fingerprint, "n_test": int(len(part["test"])),
+              "calibration": calibration.to_dict(), "test": test,
+              "params": count_params(model), "best_epoch": meta.get("epoch")}
+    (Path(out) / "report.json").write_text(json.dumps(report, indent=2))
+    return report
