@@ -60,8 +60,9 @@ class HybridCNNEfficientNet(HybridNet):
         return [m.mean(dim=(2, 3)) for m in maps]
 
     def cam_target_layers(self):
-        """Grad-CAM layer: the last fused stage map (stride 32, both branches)."""
-        return [self.stage_maps[-1]]
+        """Grad-CAM layers: the fused stage maps at strides 16 and 32 (both branches); one 4x4 map
+        alone is too coarse at 112 px. pytorch-grad-cam averages the per-layer maps."""
+        return [self.stage_maps[1], self.stage_maps[2]]
 
     def cam_reshape_transform(self):
         return None

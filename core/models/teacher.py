@@ -41,8 +41,9 @@ class HybridConvNeXtViT(HybridNet):
         return [torch.cat([c.mean(dim=(2, 3)), v.mean(dim=(2, 3))], dim=1) for c, v in zip(conv_maps, vit_maps)]
 
     def cam_target_layers(self):
-        """Grad-CAM layers: ConvNeXt's last stage and ViT's last block (needs `vit_reshape`)."""
-        return [self.convnext.stages[-1], self.vit.blocks[-1]]
+        """Grad-CAM layers: ConvNeXt stage 3 (stride 16; stage 4 is only 3x3 at 112 px) and the ViT's
+        last block, whose tokens `cam_reshape_transform` lays out on the 7x7 patch grid."""
+        return [self.convnext.stages[2], self.vit.blocks[-1]]
 
     def cam_reshape_transform(self):
         """Token sequences (B, N, C) of the ViT block become (B, C, g, g); conv maps pass through."""

@@ -1,0 +1,115 @@
+"""CLI benchmark: `python -m core.bench [--models teacher,student,quantized] [--threads N] [--json OUT]`.
+
+Per model, in one run on this machine: params, file_bytes, input_size, batch-1 latency p50/p95
+(>= 50 timed runs after warm-up) and batch-32 throughput. Besides the shipped models it also times
+the student's fp32 ONNX Runtime path (`student_ort_fp32`), so that int8 is compared with the
+fastest fp32 runtime as well as with eager PyTorch. Compare ratios within one run only.
+"""
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_MODELS = ("teacher", "student", "student_ort_fp32", "quantized")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_fn(fn, x, runs: int, warmup: int = 10) -> np.ndarray:
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return np.array(times) * 1000.0
+
+
+def bench_classifier(classifier, runs: int = 100) -> dict:
+    size = classifier.config.img_size
+    x1 = torch.randn(1, 3, size, size)
+    x32 = torch.randn(32, 3, size, size)
+    lat = time_fn(classifier.logits, x1, runs)
+    t32 = time_fn(classifier.logits, x32, max(5, runs // 10), warmup=2)
+    return {
+        "params": classifier.params,
+        "file_bytes": classifier.path.stat().st_size,
+        "input_size": size,
+        "latency_ms_p50": float(np.percentile(lat, 50)),
+        "latency_ms_p95": float(np.percentile(lat, 95)),
+        "throughput_ips_b32": float(32 / (np.median(t32) / 1000.0)),
+        "runtime": "onnxruntime" if classifier.session is not None else "pytorch",
+    }
+
+
+def student_ort_fp32(workdir):
+    """The shipped student exported to fp32 ONNX and loaded in ONNX Runtime."""
+    from core.models.checkpoint import load_checkpoint
+    from core.models.loader import load_model, shipped_path
+    from core.quantization.onnx_export import export_onnx
+
+    model, config, meta = load_checkpoint(shipped_path("student"))
+    path = Path(workdir) / "student_fp32.onnx"
+    export_onnx(model, config, path, meta)
+    return load_model(path)
+
+
+def run_bench(models=DEFAULT_MODELS, threads: int = 2, runs: int = 100, progress=None) -> dict:
+    """Benchmark results as {"models": {name: {...}}, "threads": N, "cpu": "..."}."""
+    from core.models.loader import load_model
+
+    torch.set_num_threads(threads)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            if progress:
+                progress(name)
+            classifier = student_ort_fp32(tmp) if name == "student_ort_fp32" else load_model(name)
+            results[name] = bench_classifier(classifier, runs)
+    return {"models": results, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=100, help="timed batch-1 runs per model (>= 50)")
+    p.add_argument("--json", dest="json_out")
+    a = p.parse_args(argv)
+    if a.runs < 50:
+        print("error: --runs must be >= 50", file=sys.stderr)
+        return 2
+    from core.models.checkpoint import CheckpointError
+
+    try:
+        result = run_bench([m.strip() for m in a.models.split(",") if m.strip()], a.threads, a.runs,
+                           progress=lambda name: print(f"benchmarking {name} ...", file=sys.stderr))
+    except (CheckpointError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    if a.json_out:
+        Path(a.json_out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Build the int8 model from a student checkpoint: export, quantize on training images, re-calibrate.
+
+`python -m core.quantize` and promotion both call `build_quantized`. The int8 model gets its own
+temperature and `uncertain` thresholds fitted on the validation split, since quantization moves logits.
+"""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core.data.cache import cached_images
+from core.data.ham10000 import load_ham10000
+from core.evaluation.calibration import fit_calibration
+from core.evaluation.inference import batched_logits
+from core.models.checkpoint import load_checkpoint, sha256_file
+from core.quantization.onnx_export import export_onnx, load_onnx_classifier, quantize_int8
+
+CALIBRATION_IMAGES = 512
+
+
+def build_quantized(student_ckpt, split: dict, data_dir, out_path, n_calibration: int = CALIBRATION_IMAGES,
+                    seed: int = 0) -> dict:
+    """Write the int8 ONNX model to out_path; returns its calibration dict."""
+    model, config, meta = load_checkpoint(student_ckpt)
+    records = load_ham10000(data_dir)
+    index_of = {r.image_id: i for i, r in enumerate(records)}
+    images = cached_images(records, config.img_size)
+    labels = np.array([r.label for r in records])
+    train_idx = np.array([index_of[i] for i in split["train"] if i in index_of])
+    rng = np.random.default_rng(seed)
+    calib_idx = np.sort(rng.choice(train_idx, size=min(n_calibration, len(train_idx)), replace=False))
+    qmeta = {**{k: v for k, v in meta.items() if k not in ("calibration", "test", "val")},
+             "float_counterpart": "student", "float_sha256": sha256_file(student_ckpt),
+             "quantization": {"method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
+                                        "MinMax calibration", "calibration_images": int(len(calib_idx)),
+                              "calibration_split": "train"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx", qmeta)
+        quantize_int8(fp32, out_path, images[calib_idx], config, qmeta)
+    classifier = load_onnx_classifier(out_path, "quantized")
+    val_idx = np.array([index_of[i] for i in split["val"] if i in index_of])
+    val_logits = batched_logits(classifier.logits, images[val_idx], config.mean, config.std)
+    calibration = fit_calibration(val_logits, labels[val_idx]).to_dict()
+    from core.quantization.onnx_export import set_metadata
+
+    set_metadata(out_path, config, {**qmeta, "calibration": calibration})
+    return calibration

@@ -1,0 +1,97 @@
+"""CLI: assemble the shipped models and weights/manifest.json from finished runs, with the ablation.
+
+  python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \
+      --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
+
+Copies the teacher's and student's best.pt into weights/, builds the int8 model, evaluates all three
+on the held-out test split (the runs' common lesion-grouped split), runs one `core.bench`, and writes
+the manifest: per model its file, sha256, params, size, input size, training command, seed, split
+fingerprint, date, calibration and test metrics; plus the ablation table and the bench result.
+"""
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from core.bench import run_bench
+from core.data.split import load_split, split_fingerprint
+from core.evaluation.report import SUMMARY
+from core.promotion import evaluate_entry, training_command
+from core.paths import resolve_data_dir, weights_dir
+from core.quantization.build import build_quantized
+
+ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",
+                   "mskd_lf": "multi-stage KD + layer fusion"}
+
+
+def run_info(run: Path):
+    config = json.loads((run / "config.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    return config, report
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(prog="python -m core.release", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher-run", required=True)
+    p.add_argument("--student-run", required=True)
+    p.add_argument("--ablation", default="", help="comma-separated run folders of the student ablation")
+    p.add_argument("--data-dir")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    data_dir = resolve_data_dir(a.data_dir)
+    root = weights_dir()
+    teacher_run, student_run = Path(a.teacher_run), Path(a.student_run)
+    split = load_split(student_run / "split.json")
+    if split_fingerprint(load_split(teacher_run / "split.json")) != split_fingerprint(split):
+        print("error: teacher and student runs used different splits", file=sys.stderr)
+        return 2
+    shutil.copyfile(teacher_run / "best.pt", root / "teacher.pt")
+    shutil.copyfile(student_run / "best.pt", root / "student.pt")
+    logging.info("quantizing")
+    build_quantized(root / "student.pt", split, data_dir, root / "quantized.onnx")
+    t_config, _ = run_info(teacher_run)
+    s_config, _ = run_info(student_run)
+    models = {
+        "teacher": evaluate_entry(root / "teacher.pt", "teacher", split, data_dir, training_command(t_config)),
+        "student": evaluate_entry(root / "student.pt", "student", split, data_dir, training_command(s_config)),
+        "quantized": evaluate_entry(
+            root / "quantized.onnx", "quantized", split, data_dir,
+            f"python -m core.quantize --student {student_run / 'best.pt'} --split {student_run / 'split.json'} "
+            f"--data-dir {a.data_dir or data_dir}"),
+    }
+    manifest = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "test_split": {"name": "test", "n": len(split["test"]), "seed": split["seed"],
+                               "fingerprint": split_fingerprint(split),
+                               "grouping": "lesion_id (and byte-identical images), stratified by dx"},
+                "models": models}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    logging.info("benchmarking")
+    bench = run_bench(threads=a.threads)
+    manifest["bench"] = {**bench, "command": f"python -m core.bench --threads {a.threads}"}
+    lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
+    rows = []
+    for run in [Path(r) for r in a.ablation.split(",") if r]:
+        config, report = run_info(run)
+        rows.append({"name": ABLATION_LABELS.get(config["stage"], config["stage"]), "stage": config["stage"],
+                     "run": str(run), **{k: report["test"][k] for k in SUMMARY}, "params": report["params"],
+                     "file_bytes": (run / "best.pt").stat().st_size, "latency_ms_p50": lat["student"],
+                     "command": training_command(config)})
+    for name in ("teacher", "quantized"):
+        m = models[name]
+        rows.append({"name": name if name == "teacher" else "quantized student (int8)", "stage": name,
+                     **{k: m["test"][k] for k in SUMMARY}, "params": m["params"], "file_bytes": m["file_bytes"],
+                     "latency_ms_p50": lat[name], "command": m["command"]})
+    manifest["ablation"] = rows
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(json.dumps({r["name"]: {k: round(r[k], 4) for k in SUMMARY} for r in rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
