@@ -27,7 +27,7 @@ def fit_temperature(logits, labels, max_iter: int = 200) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def softmax_np(logits, temperature: float = 1.0) -> np.ndarray:

@@ -1,0 +1,74 @@
+"""Shared fixtures: the tiny HAM10000-layout data set, and tiny trained models in a private weights folder.
+
+Everything runs offline on the fixture; tests that want the real data use `ham10000_dir` and skip
+when ../shared/data/ham10000 is absent.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "ham10000_tiny"
+SHARED = ROOT.parent / "shared" / "data" / "ham10000"
+TINY_SIZE = 64
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Image caches of the tests go to a temporary folder, never into the checkout."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["DERMADISTILL_CACHE"] = str(path)
+    yield path
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> Path:
+    return FIXTURE
+
+
+@pytest.fixture(scope="session")
+def ham10000_dir() -> Path:
+    if not (SHARED / "HAM10000_metadata.csv").is_file():
+        pytest.skip("full HAM10000 copy not present at ../shared/data/ham10000")
+    return SHARED
+
+
+def train_tiny(stage, out, teacher=None, epochs=1, **overrides):
+    from core.training.config import TrainConfig
+    from core.training.trainer import run_training
+
+    cfg = TrainConfig(stage=stage, out=str(out), data_dir=str(FIXTURE), teacher=str(teacher) if teacher else None,
+                      epochs=epochs, img_size=TINY_SIZE, batch_size=4, lr=3e-3, **overrides)
+    return run_training(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """A 1-epoch teacher run and a 1-epoch mskd_lf run distilled from it, on the fixture."""
+    root = tmp_path_factory.mktemp("runs")
+    train_tiny("teacher", root / "teacher")
+    train_tiny("mskd_lf", root / "mskd_lf", teacher=root / "teacher" / "best.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_runs, tmp_path_factory):
+    """A weights folder with teacher, student and int8 quantized models built from the tiny runs."""
+    from core.promotion import promote
+
+    root = tmp_path_factory.mktemp("weights")
+    shutil.copyfile(tiny_runs / "teacher" / "best.pt", root / "teacher.pt")
+    promote(tiny_runs / "mskd_lf", data_dir=FIXTURE, root=root)
+    return root
+
+
+@pytest.fixture()
+def use_weights(tiny_weights, monkeypatch):
+    """Point the loader (and subprocesses) at the tiny weights folder."""
+    monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(tiny_weights))
+    return tiny_weights

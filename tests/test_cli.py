@@ -1,0 +1,82 @@
+"""The evaluate, bench, predict and train CLIs on the fixture with tiny weights."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from core import bench, evaluate, predict
+from tests.conftest import FIXTURE, ROOT
+
+EVAL_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class", "confusion_matrix", "classes", "n"}
+IMAGE = next((FIXTURE / "images").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("model", ["teacher", "student", "quantized"])
+def test_evaluate_writes_exact_schema(use_weights, tmp_path, capsys, model):
+    out = tmp_path / "m.json"
+    assert evaluate.main(["--model", model, "--images", str(FIXTURE), "--labels",
+                          str(FIXTURE / "HAM10000_metadata.csv"), "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == EVAL_KEYS
+    assert metrics["n"] == 42 and len(metrics["confusion_matrix"]) == 7
+    assert sum(map(sum, metrics["confusion_matrix"])) == 42
+    assert 0 <= metrics["balanced_accuracy"] <= 1
+
+
+def test_evaluate_names_missing_images_and_unknown_labels(use_weights, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_id,dx\nISIC_missing1,mel\nISIC_0000000,cancer\n")
+    assert evaluate.main(["--images", str(FIXTURE), "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert "ISIC_missing1" in err and "cancer" in err and "Traceback" not in err
+
+
+def test_bench_schema(use_weights, tmp_path):
+    out = tmp_path / "b.json"
+    assert bench.main(["--models", "student,quantized", "--runs", "50", "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["threads"] == 1 and result["cpu"]
+    for name in ("student", "quantized"):
+        m = result["models"][name]
+        assert m["latency_ms_p95"] >= m["latency_ms_p50"] > 0
+        assert m["params"] > 0 and m["file_bytes"] > 0 and m["input_size"] == 64 and m["throughput_ips_b32"] > 0
+
+
+def test_predict_json_and_failures(use_weights, tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a jpeg")
+    code = predict.main([str(IMAGE), str(broken), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    row = json.loads(captured.out.strip().splitlines()[0])
+    assert row["label"] in row["probabilities"] and len(row["probabilities"]) == 7
+    assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
+    assert isinstance(row["uncertain"], bool)
+    assert "broken.jpg" in captured.err and "Traceback" not in captured.err
+
+
+def test_cli_subprocesses_run_as_modules(use_weights, tmp_path):
+    env = {**os.environ, "DERMADISTILL_WEIGHTS": str(use_weights), "OMP_NUM_THREADS": "1"}
+    for module in ("core.train", "core.evaluate", "core.bench", "core.predict", "core.explain", "core.quantize"):
+        r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.returncode == 0 and "usage" in r.stdout.lower(), module
+    r = subprocess.run([sys.executable, "-m", "core.predict", str(IMAGE), str(tmp_path / "nope.png")], cwd=ROOT,
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "nope.png" in r.stderr and "Traceback" not in r.stderr
+    assert IMAGE.name in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "epochs must be > 0"),
+    (["--alpha", "0", "--beta", "0", "--gamma", "0"], "alpha + beta + gamma must be > 0"),
+    (["--temperature", "0"], "temperature must be > 0"),
+])
+def test_train_refuses_bad_parameters(tmp_path, capsys, args, message):
+    from core import train
+
+    assert train.main(["--stage", "student", "--data-dir", str(FIXTURE), "--out", str(tmp_path / "r"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "best.pt").exists()

@@ -1,0 +1,113 @@
+"""Explanations on every model and method, hooks freed, thread safety, lesion scores, LIME repeatability."""
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.explain.heatmaps import explain
+from core.explain.scores import lesion_overlap, road_faithfulness
+from core.models.loader import load_model
+from tests.conftest import FIXTURE
+
+IMAGE = Image.open(next((FIXTURE / "images").glob("*.jpg"))).convert("RGB")
+FAST = {"scorecam": {"batch_size": 128}, "lime": {"num_samples": 100}, "gradcam": {}}
+
+
+@pytest.fixture(scope="module")
+def models(tiny_weights):
+    loaded = {name: load_model(tiny_weights / f) for name, f in
+              (("teacher", "teacher.pt"), ("student", "student.pt"), ("quantized", "quantized.onnx"))}
+    for name, c in loaded.items():
+        c.name = name
+    return loaded
+
+
+def all_hooks(module):
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+@pytest.mark.parametrize("model", ["teacher", "student", "quantized"])
+@pytest.mark.parametrize("method", ["gradcam", "scorecam", "lime"])
+def test_heatmap_shape_and_range(models, model, method):
+    e = explain(models[model], IMAGE, method, float_classifier=models["student"], **FAST[method])
+    assert e.heatmap.shape == (IMAGE.height, IMAGE.width)
+    assert e.heatmap.dtype == np.float32 and 0 <= e.heatmap.min() and e.heatmap.max() <= 1
+    assert e.overlay.size == IMAGE.size and e.seconds > 0
+    if model == "quantized" and method != "lime":
+        assert e.notes and "int8" in e.notes[0]
+    if method == "lime":
+        assert {"seed", "num_samples", "segmentation"} <= set(e.settings)
+    else:
+        assert e.settings["target_layers"]
+
+
+def test_any_target_class(models):
+    e = explain(models["student"], IMAGE, "gradcam", target="vasc")
+    assert e.target == "vasc"
+
+
+def test_no_hooks_or_gradients_left_behind(models):
+    module = models["student"].module
+    before = all_hooks(module)
+    for method in ("gradcam", "scorecam"):
+        explain(models["student"], IMAGE, method, **FAST[method])
+    assert all_hooks(module) == before == 0
+    assert all(p.grad is None for p in module.parameters())
+
+
+def test_two_threads_get_the_same_answer_as_one(models):
+    images = [IMAGE, IMAGE.transpose(Image.FLIP_LEFT_RIGHT).rotate(90, expand=True)]
+    reference = [explain(models["student"], im, "gradcam").heatmap for im in images]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                results.setdefault(i, []).append(explain(models["student"], images[i], "gradcam").heatmap)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(2):
+        for heat in results[i]:
+            np.testing.assert_allclose(heat, reference[i], atol=1e-5)
+
+
+def test_lime_is_repeatable_with_a_seed(models):
+    a = explain(models["student"], IMAGE, "lime", num_samples=100, seed=7)
+    b = explain(models["student"], IMAGE, "lime", num_samples=100, seed=7)
+    np.testing.assert_array_equal(a.heatmap, b.heatmap)
+
+
+def test_progress_callback_reaches_total(models):
+    seen = []
+    explain(models["student"], IMAGE, "scorecam", progress=lambda d, t: seen.append((d, t)), batch_size=128)
+    assert seen and seen[-1][0] == seen[-1][1]
+
+
+def test_lesion_overlap_known_answer():
+    mask = np.zeros((10, 20), dtype=bool)
+    mask[:, :5] = True  # lesion = left quarter
+    heat = np.zeros((10, 20), dtype=np.float32)
+    heat[:, :5] = 1.0
+    heat[:, 5:10] = 1.0  # half of the energy inside the lesion, peak (first max) inside
+    scores = lesion_overlap(heat, mask)
+    assert scores["energy_in_lesion"] == pytest.approx(0.5)
+    assert scores["lesion_area_fraction"] == pytest.approx(0.25)
+    assert scores["pointing_game"] == 1.0
+    heat2 = np.zeros((10, 20), dtype=np.float32)
+    heat2[3, 15] = 1.0
+    assert lesion_overlap(heat2, mask) == {"energy_in_lesion": 0.0, "lesion_area_fraction": 0.25, "pointing_game": 0.0}
+
+
+def test_road_faithfulness_is_finite(models):
+    e = explain(models["student"], IMAGE, "gradcam")
+    score = road_faithfulness(models["student"], IMAGE, e.heatmap, 0)
+    assert np.isfinite(score) and -1 <= score <= 1
