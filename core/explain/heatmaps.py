@@ -34,12 +34,16 @@ class Explanation:
     settings: dict
     seconds: float
     notes: list = field(default_factory=list)
+    outline: np.ndarray = None  # LIME: boolean H x W border of the top positive superpixels
 
 
-def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5) -> Image.Image:
-    """Jet-coloured heatmap blended over the image (opacity = heatmap weight)."""
+def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5, outline=None) -> Image.Image:
+    """Jet-coloured heatmap blended over the image (opacity = heatmap weight), outline drawn in white."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return Image.fromarray(show_cam_on_image(rgb, heatmap, use_rgb=True, image_weight=1.0 - opacity))
+    blended = show_cam_on_image(rgb, heatmap, use_rgb=True, image_weight=1.0 - opacity)
+    if outline is not None:
+        blended[outline] = 255
+    return Image.fromarray(blended)
 
 
 def _to_image_size(cam: np.ndarray, size) -> np.ndarray:
@@ -198,7 +202,7 @@ METHOD_LABELS = {"gradcam": "Grad-CAM", "scorecam": "Score-CAM", "lime": "LIME"}
 def explain(classifier, image: Image.Image, method: str, target=None, opacity: float = 0.5, progress=None,
             float_classifier=None, **method_settings) -> Explanation:
     """Explain `classifier`'s score for `target` (class index or code; default: predicted) on `image`."""
-    from skimage.segmentation import mark_boundaries
+    from skimage.segmentation import find_boundaries
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -212,12 +216,11 @@ def explain(classifier, image: Image.Image, method: str, target=None, opacity: f
                              **method_settings)
     heat, settings, notes = result[:3]
     heatmap = _to_image_size(heat, image.size)
-    overlay = overlay_heatmap(image, heatmap, opacity)
-    if method == "lime":  # outline the top positive superpixels on the overlay
+    outline = None
+    if method == "lime":  # outline the top positive superpixels
         segments, top = result[3], result[4]
-        seg_full = np.asarray(Image.fromarray(segments.astype(np.int32), mode="I").resize(image.size, Image.NEAREST))
-        outlined = mark_boundaries(np.asarray(overlay) / 255.0, np.where(np.isin(seg_full, top), 1, 0),
-                                   color=(1, 1, 1), mode="thick")
-        overlay = Image.fromarray((outlined * 255).astype(np.uint8))
+        seg_full = np.asarray(Image.fromarray(segments.astype(np.int32)).resize(image.size, Image.NEAREST))
+        outline = find_boundaries(np.isin(seg_full, top), mode="thick")
+    overlay = overlay_heatmap(image, heatmap, opacity, outline)
     return Explanation(method, classifier.name, cfg.classes[target], heatmap, overlay, settings,
-                       time.perf_counter() - start, notes)
+                       time.perf_counter() - start, notes, outline)

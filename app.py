@@ -1,0 +1,25 @@
+"""DermaDistill: explainable skin-lesion classification. Run with `streamlit run app.py`."""
+
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # lime and pytorch-grad-cam draw progress bars on stderr
+
+import streamlit as st
+
+ASSETS = Path(__file__).parent / "assets"
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+st.set_page_config(page_title="DermaDistill", page_icon=str(ASSETS / "logo.png"), layout="wide")
+st.logo(str(ASSETS / "logo.png"))
+
+pages = st.navigation([
+    st.Page("pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
+    st.Page("pages/compare.py", title="Compare models", icon="📊"),
+    st.Page("pages/train.py", title="Train (admin)", icon="🛠️"),
+    st.Page("pages/about.py", title="About", icon="ℹ️"),
+])
+with st.sidebar:
+    st.caption("Decision support and education — **not a diagnostic device**.")
+pages.run()

@@ -1,0 +1,67 @@
+"""Downloadable per-image PDF report (fpdf2): image, prediction table, explanation overlays, model
+name and version (sha256 from the manifest), date and time, and the disclaimer."""
+
+import datetime as dt
+
+from fpdf import FPDF
+
+from core.classes import FULL_NAMES
+
+DISCLAIMER = ("DermaDistill is decision support and education software, not a diagnostic device. "
+              "It does not replace examination by a qualified clinician; histopathology remains the reference "
+              "standard. Suspicious or changing lesions should be referred.")
+DATA_CREDIT = ("Model trained on HAM10000 (Tschandl et al., Sci. Data 2018), CC BY-NC 4.0. "
+               "Sample images from HAM10000 are shown under the same licence.")
+
+
+def _latin1(text: str) -> str:
+    """The PDF core fonts are latin-1: replace what they cannot draw rather than fail."""
+    return str(text).encode("latin-1", "replace").decode("latin-1")
+
+
+def build_pdf_report(image, file_label: str, prediction, explanations: dict, model_name: str, model_sha256: str,
+                     model_version: str = "", now=None) -> bytes:
+    """PDF bytes. `explanations`: method label -> PIL overlay image (missing ones are skipped)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.add_page()
+    pdf.set_font("helvetica", "B", 16)
+    pdf.cell(0, 10, "DermaDistill - lesion classification report", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", size=9)
+    pdf.multi_cell(0, 5, _latin1(
+        f"Image: {file_label}\nModel: {model_name} {model_version}\nModel sha256: {model_sha256}\n"
+        f"Generated: {now.strftime('%Y-%m-%d %H:%M:%S %Z')}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    pdf.set_font("helvetica", "B", 12)
+    verdict = "UNCERTAIN - " if prediction.uncertain else ""
+    pdf.multi_cell(0, 7, _latin1(f"{verdict}Top class: {prediction.full_name} ({prediction.label}), "
+                                 f"calibrated confidence {prediction.confidence:.1%}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", size=10)
+    if prediction.suspicious:
+        pdf.multi_cell(0, 6, "Suspicious class (melanoma / basal cell carcinoma / actinic keratosis-intraepithelial "
+                             "carcinoma): consider referral or biopsy.", new_x="LMARGIN", new_y="NEXT")
+    for note in prediction.reasons + prediction.warnings:
+        pdf.multi_cell(0, 6, _latin1(f"Note: {note}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    with pdf.table(col_widths=(20, 90, 30), text_align=("LEFT", "LEFT", "RIGHT")) as table:
+        table.row(["Class", "Name", "Probability"])
+        for code, p in sorted(prediction.probabilities.items(), key=lambda kv: -kv[1]):
+            table.row([code, FULL_NAMES[code], f"{p:.1%}"])
+    pdf.ln(4)
+    panels = [("Original", image)] + [(k, v) for k, v in explanations.items() if v is not None]
+    width = (pdf.w - pdf.l_margin - pdf.r_margin - 3 * (len(panels) - 1)) / len(panels)
+    height = width * image.height / image.width
+    if pdf.get_y() + height + 12 > pdf.h - pdf.b_margin:
+        pdf.add_page()
+    y = pdf.get_y()
+    pdf.set_font("helvetica", "B", 9)
+    for i, (label, panel) in enumerate(panels):
+        x = pdf.l_margin + i * (width + 3)
+        pdf.set_xy(x, y)
+        pdf.cell(width, 5, _latin1(label))
+        pdf.image(panel.convert("RGB"), x=x, y=y + 6, w=width, h=height)
+    pdf.set_y(y + height + 10)
+    pdf.set_font("helvetica", "I", 8)
+    pdf.multi_cell(0, 4, _latin1(DISCLAIMER + " " + DATA_CREDIT), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())

@@ -1,0 +1,182 @@
+"""Background training jobs for the app: one at a time, as `python -m core.train` subprocesses.
+
+State lives on disk (runs/<name>/progress.json, metrics.jsonl, train.log, runs/active_job.json),
+so a page reload or browser restart finds the job again. Cancel sends SIGTERM; the trainer stops
+at the next batch boundary and keeps its last good checkpoint.
+"""
+
+import datetime as dt
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+
+from core.data.ham10000 import load_ham10000
+from core.paths import PROJECT_ROOT, resolve_data_dir
+from core.training.config import TrainConfig, TrainConfigError
+
+ACTIVE = "active_job.json"
+
+
+class JobError(RuntimeError):
+    """A job cannot be started or controlled; the message says why."""
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("DERMADISTILL_RUNS", PROJECT_ROOT / "runs"))
+
+
+def config_to_argv(cfg: TrainConfig) -> list:
+    """The CLI arguments that reproduce a TrainConfig."""
+    defaults = TrainConfig(stage="", out="")
+    argv = []
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name == "resume":
+            argv += ["--resume"] if value else []
+        elif value is not None and (f.name in ("stage", "out") or value != getattr(defaults, f.name)):
+            argv += [f"--{f.name.replace('_', '-')}", str(value)]
+    return argv
+
+
+def _alive(pid: int) -> bool:
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished child (else it lingers as a zombie)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@contextmanager
+def _jobs_lock(root: Path):
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".jobs.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def active_job(root=None):
+    """{"pid", "run", "started", "stage"} of the running job, or None (stale records are cleared)."""
+    root = Path(root or runs_root())
+    path = root / ACTIVE
+    if not path.is_file():
+        return None
+    try:
+        job = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if _alive(int(job["pid"])):
+        return job
+    path.unlink(missing_ok=True)
+    return None
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """Refuse before any work: bad parameters, missing folder/metadata/images, unknown labels."""
+    cfg.validate()
+    load_ham10000(resolve_data_dir(cfg.data_dir))  # raises DatasetError listing every problem
+
+
+def start_job(cfg: TrainConfig, root=None) -> dict:
+    """Launch `python -m core.train` in the background; refuses while another job runs."""
+    root = Path(root or runs_root())
+    check_data(cfg)
+    with _jobs_lock(root):
+        running = active_job(root)
+        if running:
+            raise JobError(f"a training job is already running: {Path(running['run']).name} "
+                           f"(stage {running['stage']}, pid {running['pid']}, started {running['started']})")
+        name = f"{cfg.stage}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        run_dir = root / name
+        if run_dir.exists():
+            raise JobError(f"run folder {run_dir} already exists; try again in a second")
+        run_dir.mkdir(parents=True)
+        cfg.out = str(run_dir)
+        env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+        with open(run_dir / "train.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "core.train", *config_to_argv(cfg)], cwd=PROJECT_ROOT,
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+        job = {"pid": proc.pid, "run": str(run_dir), "stage": cfg.stage,
+               "started": dt.datetime.now().isoformat(timespec="seconds")}
+        tmp = root / f".{ACTIVE}.tmp"
+        tmp.write_text(json.dumps(job))
+        os.replace(tmp, root / ACTIVE)
+    return job
+
+
+def cancel_job(root=None) -> bool:
+    """SIGTERM the running job (clean stop at the next batch). False when nothing runs."""
+    job = active_job(root)
+    if not job:
+        return False
+    try:
+        os.kill(int(job["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def run_status(run_dir) -> dict:
+    """Everything the Train page shows about a run, read from its folder."""
+    run_dir = Path(run_dir)
+    metrics = []
+    if (run_dir / "metrics.jsonl").is_file():
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            try:
+                metrics.append(json.loads(line))
+            except ValueError:
+                pass  # a line being written right now
+    log_tail = ""
+    if (run_dir / "train.log").is_file():
+        log_tail = "\n".join((run_dir / "train.log").read_text(errors="replace").splitlines()[-15:])
+    return {"name": run_dir.name, "path": str(run_dir), "progress": _read_json(run_dir / "progress.json", {}),
+            "config": _read_json(run_dir / "config.json", {}), "metrics": metrics,
+            "report": _read_json(run_dir / "report.json"), "log_tail": log_tail}
+
+
+def list_runs(root=None) -> list:
+    root = Path(root or runs_root())
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
+    return [run_status(p) for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def eta_seconds(progress: dict):
+    """Remaining seconds from the current epoch's pace, or None before the first batch."""
+    if progress.get("state") != "training" or not progress.get("batch"):
+        return None
+    per_batch = progress["seconds"] / progress["batch"]
+    remaining = (progress["epochs"] - progress["epoch"]) * progress["batches"] + progress["batches"] - progress["batch"]
+    return per_batch * remaining
+
+
+__all__ = ["JobError", "TrainConfigError", "active_job", "cancel_job", "config_to_argv", "eta_seconds", "list_runs",
+           "run_status", "runs_root", "start_job"]

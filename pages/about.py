@@ -1,0 +1,89 @@
+"""About: the model card."""
+
+import pandas as pd
+import streamlit as st
+
+from core.classes import CLASSES, FULL_NAMES
+from core.models.loader import read_manifest
+from pages.common import data_credit, disclaimer, guarded
+
+METRICS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
+
+
+def render():
+    st.title("About DermaDistill — model card")
+    disclaimer()
+    manifest = read_manifest()
+    models = manifest.get("models", {})
+    st.markdown("""
+**Intended use.** Decision support and teaching for dermatologists, trainees and educators looking at
+*dermoscopic* images of pigmented skin lesions; research on model compression and explainability.
+**Not** a diagnostic device, not for self-diagnosis, not for clinical photographs taken without a dermatoscope.
+
+**Models.** A hybrid ConvNeXt + ViT *teacher* with an exit per stage distils into a hybrid plain-CNN +
+EfficientNet-Lite *student* (multi-stage knowledge distillation with layer fusion), which is then quantized to
+int8 with ONNX Runtime static post-training quantization. All trained from scratch on HAM10000.
+""")
+    st.markdown("### Data")
+    split = manifest.get("test_split", {})
+    st.markdown(f"""
+HAM10000 (Tschandl et al., 2018): 10,015 dermoscopic images of 7,470 lesions, 7 diagnostic classes; more than half
+confirmed by histopathology, the rest by follow-up, expert consensus or confocal microscopy. Licence CC BY-NC 4.0.
+Images are split **by lesion** (and byte-identical duplicates) into train/val/test (70/15/15, stratified by class,
+seed {split.get('seed', 42)}): no lesion appears in two splits, so test numbers are not inflated by near-copies.
+""")
+    counts = split.get("class_counts")
+    if counts:
+        df = pd.DataFrame(counts).reindex(CLASSES)
+        df.index = [f"{FULL_NAMES[c]} ({c})" for c in CLASSES]
+        st.dataframe(df, width="stretch")
+    st.markdown("### Held-out test metrics with 95% bootstrap intervals")
+    rows = []
+    for name in ("teacher", "student", "quantized"):
+        test = models.get(name, {}).get("test")
+        if not test:
+            continue
+        ci = test.get("ci95", {})
+        rows.append({"model": name, **{label: f"{test[k]:.3f} ({ci[k][0]:.3f}–{ci[k][1]:.3f})" if k in ci else
+                                       f"{test[k]:.3f}" for k, label in METRICS.items()}})
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.caption(f"Test split n = {split.get('n')}; intervals from 500 bootstrap resamples of the test images.")
+    student = models.get("student", {})
+    if student.get("calibration"):
+        cal = student["calibration"]
+        st.markdown(f"""
+**Calibration and the "uncertain" answer (student).** Temperature scaling fitted on the validation split
+(T = {cal['temperature']:.2f}; expected calibration error {cal['ece_before']:.3f} → {cal['ece_after']:.3f}).
+A prediction is reported as *uncertain* when its calibrated confidence is below {cal['confidence_threshold']:.0%}
+(the lowest threshold at which validation predictions reach {cal['target_accuracy']:.0%} accuracy; it flags
+{cal['val_uncertain_fraction']:.0%} of validation images), when its energy score is beyond the validation 99th
+percentile, or when the image does not look dermoscopic (nearly uniform, or colours unlike skin).
+""")
+    st.markdown("""
+### Limitations
+- Dermoscopic images only; clinical close-ups and smartphone photos are out of scope.
+- HAM10000 comes from two centres (Vienna and Queensland) and mostly fair skin; darker skin types are
+  under-represented, so performance there is unknown and likely lower.
+- Rare classes (dermatofibroma, vascular lesions) have few test images: their per-class numbers are uncertain.
+- Accuracy on an external set from another source will be lower than on this held-out split; the models were
+  chosen on the validation split only.
+- Trained from scratch on 2 CPU cores at low resolution; published systems using ImageNet pre-training reach higher accuracy.
+- Explanations (Grad-CAM, Score-CAM, LIME) show what influenced the model, not where the pathology is.
+
+### Built on
+- P. Tschandl, C. Rosendahl, H. Kittler. The HAM10000 dataset. *Sci. Data* 5, 180161 (2018).
+- P. Tschandl et al. Human–computer collaboration for skin cancer recognition. *Nat. Med.* 26, 1229–1234 (2020) (lesion masks).
+- G. Hinton, O. Vinyals, J. Dean. Distilling the knowledge in a neural network (2015).
+- Z. Liu et al. A ConvNet for the 2020s (ConvNeXt), CVPR 2022; A. Dosovitskiy et al. An image is worth 16x16 words (ViT), ICLR 2021.
+- M. Tan, Q. Le. EfficientNet, ICML 2019; EfficientNet-Lite (TensorFlow Model Garden).
+- C. Guo et al. On calibration of modern neural networks, ICML 2017; W. Liu et al. Energy-based out-of-distribution detection, NeurIPS 2020.
+- R. Selvaraju et al. Grad-CAM, ICCV 2017; H. Wang et al. Score-CAM, CVPR-W 2020; M. Ribeiro et al. "Why should I trust you?" (LIME), KDD 2016.
+- Y. Rong et al. A consistent and efficient evaluation strategy for attribution methods (ROAD), ICML 2022.
+- Multi-stage knowledge distillation with layer fusion for skin-lesion classification (the method this app reproduces;
+  its reported 95.88% accuracy came from a split with oversampled copies of test images in training).
+""")
+    data_credit()
+
+
+guarded(render)

@@ -1,0 +1,87 @@
+"""Shared view helpers for the pages: cached models, the disclaimer, uploads, the gallery, error guard."""
+
+import csv
+import hashlib
+import logging
+from pathlib import Path
+
+import streamlit as st
+
+from core.classes import FULL_NAMES
+from core.data.preprocess import ImageError, load_image
+from core.models.checkpoint import CheckpointError
+from core.models.loader import load_model, read_manifest
+from core.paths import PROJECT_ROOT
+from core.report import DATA_CREDIT, DISCLAIMER
+
+log = logging.getLogger("dermadistill.app")
+GALLERY = PROJECT_ROOT / "assets" / "gallery"
+MODEL_LABELS = {"student": "Student (distilled, default)", "quantized": "Quantized student (int8, fastest)",
+                "teacher": "Teacher (large)"}
+
+
+@st.cache_resource(show_spinner="Loading model ...")
+def _cached_model(name: str, version: str):
+    """One instance per process and model version (a promotion changes the version key)."""
+    return load_model(name)
+
+
+def get_model(name: str):
+    """(classifier, None) or (None, clear error message)."""
+    version = read_manifest().get("models", {}).get(name, {}).get("sha256", "unversioned")
+    try:
+        return _cached_model(name, version), None
+    except CheckpointError as exc:
+        log.error("model %s unavailable: %s", name, exc)
+        return None, f"The {name} model cannot be loaded: {exc}"
+
+
+def float_counterpart(classifier):
+    if classifier is None or classifier.module is not None:
+        return None
+    model, _ = get_model(classifier.float_counterpart)
+    return model
+
+
+def disclaimer():
+    st.caption(f"⚕️ {DISCLAIMER}")
+
+
+def data_credit():
+    st.caption(DATA_CREDIT)
+
+
+def read_upload(name: str, data: bytes):
+    """(PIL image, None) or (None, message): uploads stay in memory and names never touch the disk."""
+    try:
+        return load_image(data), None
+    except ImageError as exc:
+        return None, f"{name}: {exc}"
+
+
+def image_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def gallery_items() -> list:
+    """[(label, path)] of the sample gallery (held-out test-split images)."""
+    items = []
+    with open(GALLERY / "gallery.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            label = f"{row['image_id']} — {FULL_NAMES[row['dx']]} (ground truth)"
+            items.append((label, GALLERY / row["file"]))
+    return items
+
+
+def guarded(render):
+    """Run a page body; any unexpected error becomes a short message (details go to the server log)."""
+    try:
+        render()
+    except Exception:  # streamlit's rerun/stop signals are BaseException and pass through
+        log.exception("page error")
+        st.error("Something went wrong while preparing this view. Your inputs are kept; please try again. "
+                  "If it persists, tell the administrator (details are in the server log).")
+
+
+def read_bytes(path: Path) -> bytes:
+    return Path(path).read_bytes()

@@ -1,0 +1,209 @@
+"""Train (admin): password-locked; start a background distillation run, watch it live, promote or roll back."""
+
+import os
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.auth import ENV_VAR, LoginThrottle, configured_password, password_matches
+from core.data.ham10000 import DatasetError
+from core.distillation.stages import STAGES
+from core.models.checkpoint import CheckpointError
+from core.paths import PROJECT_ROOT
+from core.promotion import has_previous, promote, rollback
+from core.training.config import TrainConfig, TrainConfigError
+from core.training.jobs import JobError, active_job, cancel_job, eta_seconds, list_runs, run_status, start_job
+from pages.common import guarded
+
+DEMO_DATA = PROJECT_ROOT / "assets" / "demo_ham10000"
+STUDENT_STAGES = [s for s, st_ in STAGES.items() if st_.role == "student"]
+
+
+@st.cache_resource
+def login_throttle() -> LoginThrottle:
+    return LoginThrottle()
+
+
+def client_key() -> str:
+    try:
+        return st.context.ip_address or "local"
+    except AttributeError:
+        return "local"
+
+
+def try_login():
+    """Form callback: check the password, then wipe it from session state."""
+    given = st.session_state.get("admin_password", "")
+    st.session_state["admin_password"] = ""
+    throttle, client = login_throttle(), client_key()
+    wait = throttle.wait_seconds(client)
+    if wait > 0:
+        st.session_state["login_message"] = f"Too many failed attempts; try again in {wait:.0f} s."
+        return
+    if password_matches(given, configured_password(st.secrets) or ""):
+        throttle.success(client)
+        st.session_state["admin"] = True
+        st.session_state["login_message"] = ""
+    else:
+        throttle.failure(client)
+        st.session_state["login_message"] = "Wrong password."
+
+
+def auth_gate() -> bool:
+    if not configured_password(st.secrets):
+        st.warning(f"Training is locked: no admin password is configured. The deployer sets one with the "
+                   f"environment variable `{ENV_VAR}` or `admin_password` in `.streamlit/secrets.toml`, "
+                   "then restarts the app.")
+        return False
+    if st.session_state.get("admin"):
+        return True
+    with st.form("login"):
+        st.text_input("Admin password", type="password", key="admin_password")
+        st.form_submit_button("Unlock", on_click=try_login)
+    if st.session_state.get("login_message"):
+        st.error(st.session_state["login_message"])
+    return False
+
+
+def data_folder_choice() -> str:
+    options = {"Demo subset (105 images, ships with the app)": str(DEMO_DATA)}
+    env = os.environ.get("HAM10000_DIR")
+    if env:
+        options[f"HAM10000_DIR ({env})"] = env
+    options["Other folder ..."] = ""
+    label = st.radio("Data folder", list(options), index=1 if env else 0)
+    return options[label] or st.text_input("Folder in the HAM10000 layout (HAM10000_metadata.csv + images)")
+
+
+def start_form():
+    st.markdown("### Start a training run")
+    with st.form("train"):
+        c = st.columns(4)
+        stage = c[0].selectbox("Stage", list(STAGES), index=list(STAGES).index("mskd_lf"))
+        epochs = c[1].number_input("Epochs", value=2, step=1)
+        batch_size = c[2].number_input("Batch size", value=32, step=8)
+        lr = c[3].number_input("Learning rate", value=2e-3, format="%.4f", step=1e-4)
+        c = st.columns(5)
+        alpha = c[0].number_input("α (intermediate)", value=0.3, step=0.05)
+        beta = c[1].number_input("β (logit KD)", value=0.3, step=0.05)
+        gamma = c[2].number_input("γ (classification)", value=0.4, step=0.05)
+        temperature = c[3].number_input("Temperature T", value=4.0, step=0.5)
+        img_size = c[4].number_input("Image size", value=112, step=16)
+        data_dir = data_folder_choice()
+        submitted = st.form_submit_button("Start training")
+    if submitted:
+        cfg = TrainConfig(stage=stage, out="", data_dir=data_dir or None, epochs=int(epochs), batch_size=int(batch_size),
+                          lr=float(lr), alpha=float(alpha), beta=float(beta), gamma=float(gamma),
+                          temperature=float(temperature), img_size=int(img_size))
+        try:
+            job = start_job(cfg)
+        except (TrainConfigError, DatasetError, JobError) as exc:
+            st.error(f"Not started: {exc}")
+        else:
+            st.success(f"Started {os.path.basename(job['run'])} (pid {job['pid']}).")
+
+
+def curves(metrics):
+    losses = go.Figure()
+    vals = go.Figure()
+    epochs = [m["epoch"] for m in metrics]
+    for key in sorted({k for m in metrics for k in m}):
+        if key.startswith("loss_"):
+            losses.add_trace(go.Scatter(x=epochs, y=[m.get(key) for m in metrics], mode="lines+markers", name=key[5:]))
+        elif key.startswith("val_"):
+            vals.add_trace(go.Scatter(x=epochs, y=[m.get(key) for m in metrics], mode="lines+markers", name=key[4:]))
+    losses.update_layout(title="Training losses", xaxis_title="epoch", height=320, margin=dict(t=40, b=10))
+    vals.update_layout(title="Validation metrics", xaxis_title="epoch", height=320, margin=dict(t=40, b=10),
+                       yaxis=dict(range=[0, 1]))
+    return losses, vals
+
+
+@st.fragment(run_every=2)
+def monitor():
+    job = active_job()
+    runs = list_runs()
+    if job:
+        status = run_status(job["run"])
+    elif runs:
+        status = runs[0]
+    else:
+        st.info("No training runs yet.")
+        return
+    p = status["progress"]
+    state = p.get("state", "starting") if job else p.get("state", "stopped")
+    if job and state in ("finished", "failed", "cancelled"):
+        state = "finishing"
+    elif not job and state not in ("finished", "failed", "cancelled"):
+        state = "stopped (process ended)"
+    st.markdown(f"### {'Running' if job else 'Latest'} run: `{status['name']}` — {state}")
+    if p.get("batches"):
+        done = ((p["epoch"] - 1) * p["batches"] + p["batch"]) / (p["epochs"] * p["batches"])
+        eta = eta_seconds(p)
+        text = f"epoch {p['epoch']}/{p['epochs']}, batch {p['batch']}/{p['batches']}"
+        if job and eta is not None:
+            text += f" — about {eta / 60:.1f} min left"
+        st.progress(min(1.0, done), text=text)
+    elif state == "caching images" and p.get("total"):
+        st.progress(p["done"] / p["total"], text=f"decoding images {p['done']}/{p['total']}")
+    if p.get("message"):
+        (st.error if state == "failed" else st.info)(p["message"])
+    if status["metrics"]:
+        a, b = st.columns(2)
+        losses, vals = curves(status["metrics"])
+        a.plotly_chart(losses, width="stretch")
+        b.plotly_chart(vals, width="stretch")
+    if status["report"]:
+        t = status["report"]["test"]
+        st.success(f"Test split: accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f}, "
+                   f"macro-F1 {t['macro_f1']:.3f}, AUC {t['auc']:.3f}")
+    st.code(status["log_tail"] or "(no log yet)", language=None)
+    if job and st.button("Cancel run"):
+        cancel_job()
+        st.info("Stopping at the next batch; the last good checkpoint is kept.")
+
+
+def past_runs():
+    runs = list_runs()
+    if not runs:
+        return
+    st.markdown("### Past runs")
+    rows = []
+    for r in runs:
+        best = max((m.get("val_balanced_accuracy", 0) for m in r["metrics"]), default=None)
+        test = (r["report"] or {}).get("test", {})
+        rows.append({"run": r["name"], "stage": r["config"].get("stage"), "state": r["progress"].get("state"),
+                     "epochs": len(r["metrics"]), "best val balanced acc": best,
+                     "test balanced acc": test.get("balanced_accuracy"), "test accuracy": test.get("accuracy")})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    promotable = [r["name"] for r in runs if r["report"] and r["config"].get("stage") in STUDENT_STAGES]
+    c1, c2 = st.columns([3, 1])
+    if promotable:
+        with c1.form("promote"):
+            name = st.selectbox("Finished student run", promotable)
+            if st.form_submit_button("Promote to active model"):
+                run = next(r for r in runs if r["name"] == name)
+                try:
+                    with st.status("Promoting ...") as s:
+                        promote(run["path"], progress=s.write)
+                        s.update(label=f"Promoted {name}: student and int8 model are now active", state="complete")
+                except (CheckpointError, DatasetError, OSError) as exc:
+                    st.error(f"Promotion failed, active models unchanged: {exc}")
+    if has_previous() and c2.button("Roll back to previous version"):
+        try:
+            rollback()
+            st.success("Rolled back: the previous student and int8 model are active again.")
+        except CheckpointError as exc:
+            st.error(str(exc))
+
+
+def render():
+    st.title("Train (admin)")
+    if not auth_gate():
+        return
+    start_form()
+    monitor()
+    past_runs()
+
+
+guarded(render)
