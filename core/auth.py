@@ -34,7 +34,7 @@ def password_matches(given: str, expected: str) -> bool:
 class LoginThrottle:
     """After each failure a client must wait 2^(failures-1) seconds (capped) before trying again."""
 
-    def __init__(self, base: float = 1.0, cap: float = 60.0, clock=time.monotonic):
+    def __init__(self, base: float = 2.0, cap: float = 60.0, clock=time.monotonic):
         self.base, self.cap, self.clock = base, cap, clock
         self._failures = {}
         self._lock = threading.Lock()

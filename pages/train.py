@@ -26,10 +26,9 @@ def login_throttle() -> LoginThrottle:
 
 
 def client_key() -> str:
-    try:
-        return st.context.ip_address or "local"
-    except AttributeError:
-        return "local"
+    """Throttling key: the client's IP address (all local/unknown clients share one key)."""
+    ip = getattr(st.context, "ip_address", None)
+    return ip if isinstance(ip, str) and ip else "local"
 
 
 def try_login():
