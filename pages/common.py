@@ -16,6 +16,7 @@ from core.report import DATA_CREDIT, DISCLAIMER
 
 log = logging.getLogger("dermadistill.app")
 GALLERY = PROJECT_ROOT / "assets" / "gallery"
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "gif", "tif", "tiff", "bmp", "webp"]  # decoded by content, not by name
 MODEL_LABELS = {"student": "Student (distilled, default)", "quantized": "Quantized student (int8, fastest)",
                 "teacher": "Teacher (large)"}
 

@@ -10,7 +10,7 @@ from core.classes import CLASSES, FULL_NAMES
 from core.explain.heatmaps import explain
 from core.models.loader import SHIPPED, read_manifest
 from core.predict import predict_image
-from pages.common import data_credit, disclaimer, float_counterpart, gallery_items, get_model, guarded, read_upload
+from pages.common import UPLOAD_TYPES, data_credit, disclaimer, float_counterpart, gallery_items, get_model, guarded, read_upload
 
 SUMMARY = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
@@ -80,7 +80,7 @@ def ablation(manifest):
 def side_by_side():
     st.markdown("### One image through all three models")
     gallery = gallery_items()
-    upload = st.file_uploader("Image", type=["jpg", "jpeg", "png"], key="compare-upload")
+    upload = st.file_uploader("Image", type=UPLOAD_TYPES, key="compare-upload")
     choice = st.selectbox("…or a sample", [g[0] for g in gallery], key="compare-sample")
     name, data = (upload.name, upload.getvalue()) if upload else (choice, dict(gallery)[choice].read_bytes())
     image, problem = read_upload(name, data)

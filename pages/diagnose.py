@@ -13,7 +13,7 @@ from core.explain.heatmaps import METHOD_LABELS, explain, overlay_heatmap
 from core.models.loader import read_manifest
 from core.predict import predict_image
 from core.report import build_pdf_report
-from pages.common import (MODEL_LABELS, data_credit, disclaimer, float_counterpart, gallery_items, get_model,
+from pages.common import (MODEL_LABELS, UPLOAD_TYPES, data_credit, disclaimer, float_counterpart, gallery_items, get_model,
                           guarded, image_key, read_upload)
 
 MAX_WORKING_SIDE = 1024  # very large photos are explained on a downscaled copy
@@ -126,7 +126,7 @@ def render():
         return
     for warning in classifier.warnings:
         st.warning(warning)
-    uploads = st.file_uploader("Upload dermoscopic images (JPEG or PNG)", type=["jpg", "jpeg", "png"],
+    uploads = st.file_uploader("Upload dermoscopic images (JPEG or PNG)", type=UPLOAD_TYPES,
                                accept_multiple_files=True)
     gallery = gallery_items()
     choice = st.selectbox("…or pick a sample image (HAM10000 test split)", ["(none)"] + [g[0] for g in gallery])

@@ -58,11 +58,14 @@ def tiny_runs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_weights(tiny_runs, tmp_path_factory):
-    """A weights folder with teacher, student and int8 quantized models built from the tiny runs."""
+    """A weights folder with teacher, student and int8 quantized models built from the tiny runs.
+
+    Promoted twice, so that weights/previous/ holds a good version for the fallback tests."""
     from core.promotion import promote
 
     root = tmp_path_factory.mktemp("weights")
     shutil.copyfile(tiny_runs / "teacher" / "best.pt", root / "teacher.pt")
+    promote(tiny_runs / "mskd_lf", data_dir=FIXTURE, root=root)
     promote(tiny_runs / "mskd_lf", data_dir=FIXTURE, root=root)
     return root
 

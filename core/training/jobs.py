@@ -110,6 +110,7 @@ def start_job(cfg: TrainConfig, root=None) -> dict:
         if run_dir.exists():
             raise JobError(f"run folder {run_dir} already exists; try again in a second")
         run_dir.mkdir(parents=True)
+        (run_dir / "progress.json").write_text(json.dumps({"state": "starting"}))
         cfg.out = str(run_dir)
         env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
         with open(run_dir / "train.log", "ab") as log:
