@@ -15,10 +15,10 @@ st.set_page_config(page_title="DermaDistill", page_icon=str(ASSETS / "logo.png")
 st.logo(str(ASSETS / "logo.png"))
 
 pages = st.navigation([
-    st.Page("pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
-    st.Page("pages/compare.py", title="Compare models", icon="📊"),
-    st.Page("pages/train.py", title="Train (admin)", icon="🛠️"),
-    st.Page("pages/about.py", title="About", icon="ℹ️"),
+    st.Page("pages/diagnose.py", title="Diagnose", icon=":material/biotech:", default=True),
+    st.Page("pages/compare.py", title="Compare models", icon=":material/monitoring:"),
+    st.Page("pages/train.py", title="Train (admin)", icon=":material/model_training:"),
+    st.Page("pages/about.py", title="About", icon=":material/info:"),
 ])
 with st.sidebar:
     st.caption("Decision support and education — **not a diagnostic device**.")

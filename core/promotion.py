@@ -8,11 +8,9 @@ Training never writes to weights/ at all.
 """
 
 import datetime as dt
-import fcntl
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from core.data.cache import cached_images
 from core.data.ham10000 import load_ham10000
 from core.data.split import load_split, split_fingerprint
 from core.evaluation.report import split_report
+from core.filelock import exclusive_lock
 from core.models.checkpoint import CheckpointError, load_checkpoint, sha256_file
 from core.models.loader import SHIPPED_FILES, load_model, read_manifest
 from core.paths import resolve_data_dir, weights_dir
@@ -74,18 +73,6 @@ def evaluate_entry(path: Path, name: str, split: dict, data_dir, command: str) -
     return model_entry(path, classifier, split_report(classifier, images[test_idx], labels), command, split)
 
 
-@contextmanager
-def weights_lock(root: Path):
-    """Exclusive lock so that two promotions or rollbacks never interleave."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _copy_atomic(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     shutil.copyfile(src, tmp)
@@ -116,7 +103,7 @@ def promote(run_dir, data_dir=None, root=None, progress=lambda msg: None) -> dic
     run_config = json.loads((run_dir / "config.json").read_text())
     data_dir = resolve_data_dir(data_dir or run_config.get("data_dir"))
     split = load_split(run_dir / "split.json")
-    with weights_lock(root):
+    with exclusive_lock(root / ".lock"):  # promotions and rollbacks never interleave
         staging = root / ".staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -155,7 +142,7 @@ def rollback(root=None) -> dict:
     previous = root / "previous"
     if not has_previous(root):
         raise CheckpointError("no previous version to roll back to")
-    with weights_lock(root):
+    with exclusive_lock(root / ".lock"):  # promotions and rollbacks never interleave
         staging = root / ".staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)

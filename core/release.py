@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 from core.bench import run_bench
+from core.classes import CLASSES
+from core.data.ham10000 import load_ham10000
 from core.data.split import load_split, split_fingerprint
 from core.evaluation.report import SUMMARY
 from core.promotion import evaluate_entry, training_command
@@ -26,6 +28,12 @@ from core.quantization.build import build_quantized
 
 ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",
                    "mskd_lf": "multi-stage KD + layer fusion"}
+
+
+def class_counts(split: dict, data_dir) -> dict:
+    """{split name: {class: images}} for the model card."""
+    dx = {r.image_id: r.dx for r in load_ham10000(data_dir)}
+    return {part: {c: sum(dx[i] == c for i in split[part]) for c in CLASSES} for part in ("train", "val", "test")}
 
 
 def run_info(run: Path):
@@ -68,7 +76,8 @@ def main(argv=None) -> int:
     manifest = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "test_split": {"name": "test", "n": len(split["test"]), "seed": split["seed"],
                                "fingerprint": split_fingerprint(split),
-                               "grouping": "lesion_id (and byte-identical images), stratified by dx"},
+                               "grouping": "lesion_id (and byte-identical images), stratified by dx",
+                               "class_counts": class_counts(split, data_dir)},
                 "models": models}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     logging.info("benchmarking")

@@ -45,7 +45,7 @@ def float_counterpart(classifier):
 
 
 def disclaimer():
-    st.caption(f"⚕️ {DISCLAIMER}")
+    st.caption(f"**Disclaimer.** {DISCLAIMER}")
 
 
 def data_credit():

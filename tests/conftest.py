@@ -71,6 +71,21 @@ def tiny_weights(tiny_runs, tmp_path_factory):
 
 
 @pytest.fixture()
+def private_weights(tiny_weights, tmp_path, monkeypatch):
+    """A private, writable copy of the tiny weights (promotion and damage tests change it), a private runs
+    folder, no admin password, and fresh Streamlit resource caches."""
+    import streamlit as st
+
+    root = tmp_path / "weights"
+    shutil.copytree(tiny_weights, root)
+    monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(root))
+    monkeypatch.setenv("DERMADISTILL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv("DERMADISTILL_ADMIN_PASSWORD", raising=False)
+    st.cache_resource.clear()
+    return root
+
+
+@pytest.fixture()
 def use_weights(tiny_weights, monkeypatch):
     """Point the loader (and subprocesses) at the tiny weights folder."""
     monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(tiny_weights))

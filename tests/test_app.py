@@ -1,11 +1,9 @@
 """Every page in streamlit's AppTest, on tiny models in a private weights folder."""
 
 import json
-import shutil
 import time
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.classes import FULL_NAMES
@@ -31,15 +29,8 @@ def texts(at) -> str:
 
 
 @pytest.fixture()
-def weights(tiny_weights, tmp_path, monkeypatch):
-    """A private copy of the tiny weights (promotion tests change it) and a private runs folder."""
-    root = tmp_path / "weights"
-    shutil.copytree(tiny_weights, root)
-    monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(root))
-    monkeypatch.setenv("DERMADISTILL_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv("DERMADISTILL_ADMIN_PASSWORD", raising=False)
-    st.cache_resource.clear()  # fresh models and login throttle per test
-    return root
+def weights(private_weights):
+    return private_weights
 
 
 def app(page=None) -> AppTest:

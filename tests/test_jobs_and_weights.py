@@ -20,12 +20,8 @@ from tests.conftest import FIXTURE, ROOT, TINY_SIZE
 
 
 @pytest.fixture()
-def weights(tiny_weights, tmp_path, monkeypatch):
-    root = tmp_path / "weights"
-    shutil.copytree(tiny_weights, root)
-    monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(root))
-    monkeypatch.setenv("DERMADISTILL_RUNS", str(tmp_path / "runs"))
-    return root
+def weights(private_weights):
+    return private_weights
 
 
 def digests(root):

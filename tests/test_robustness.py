@@ -1,6 +1,5 @@
 """Bad input never raises anything but a clear ImageError; the app answers each and keeps working."""
 
-import os
 import tracemalloc
 
 import numpy as np

@@ -9,7 +9,6 @@ mskd_lf  - multi-stage with layer fusion: alpha * (exit KD + stage/fused feature
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from core.distillation import losses

@@ -6,17 +6,16 @@ at the next batch boundary and keeps its last good checkpoint.
 """
 
 import datetime as dt
-import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
 from core.data.ham10000 import load_ham10000
+from core.filelock import exclusive_lock
 from core.paths import PROJECT_ROOT, resolve_data_dir
 from core.training.config import TrainConfig, TrainConfigError
 
@@ -63,17 +62,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-@contextmanager
-def _jobs_lock(root: Path):
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".jobs.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def active_job(root=None):
     """{"pid", "run", "started", "stage"} of the running job, or None (stale records are cleared)."""
     root = Path(root or runs_root())
@@ -100,7 +88,7 @@ def start_job(cfg: TrainConfig, root=None) -> dict:
     """Launch `python -m core.train` in the background; refuses while another job runs."""
     root = Path(root or runs_root())
     check_data(cfg)
-    with _jobs_lock(root):
+    with exclusive_lock(root / ".jobs.lock"):
         running = active_job(root)
         if running:
             raise JobError(f"a training job is already running: {Path(running['run']).name} "
