@@ -1,9 +1,11 @@
-"""CLI benchmark: `python -m core.bench [--models teacher,student,quantized] [--threads N] [--json OUT]`.
+"""CLI benchmark: `python -m core.bench [--models teacher,student,quantized] [--threads N] [--json OUT] [--xai]`.
 
 Per model, in one run on this machine: params, file_bytes, input_size, batch-1 latency p50/p95
 (>= 50 timed runs after warm-up) and batch-32 throughput. Besides the shipped models it also times
 the student's fp32 ONNX Runtime path (`student_ort_fp32`), so that int8 is compared with the
-fastest fp32 runtime as well as with eager PyTorch. Compare ratios within one run only.
+fastest fp32 runtime as well as with eager PyTorch; for ONNX models it lists the kernels ONNX Runtime
+actually executed (int8 QLinearConv or float Conv). `--xai` times Grad-CAM, Score-CAM and LIME per
+model on one gallery image instead. Compare ratios within one run only.
 """
 
 import argparse
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.quantization.onnx_export import executed_op_types
 
 DEFAULT_MODELS = ("teacher", "student", "student_ort_fp32", "quantized")
 
@@ -55,7 +59,32 @@ def bench_classifier(classifier, runs: int = 100) -> dict:
         "latency_ms_p95": float(np.percentile(lat, 95)),
         "throughput_ips_b32": float(32 / (np.median(t32) / 1000.0)),
         "runtime": "onnxruntime" if classifier.session is not None else "pytorch",
+        **({"executed_ops": executed_op_types(classifier.path, size)} if classifier.session is not None else {}),
     }
+
+
+def bench_explanations(models=("teacher", "student", "quantized"), threads: int = 2, repeats: int = 3,
+                       progress=None) -> dict:
+    """Median seconds of each explanation method per model, default settings, one gallery image."""
+    from PIL import Image
+
+    from core.explain.__main__ import load_with_counterpart
+    from core.explain.heatmaps import METHODS, explain
+    from core.paths import PROJECT_ROOT
+
+    torch.set_num_threads(threads)
+    image = Image.open(sorted((PROJECT_ROOT / "assets" / "gallery").glob("*.jpg"))[0]).convert("RGB")
+    out = {}
+    for name in models:
+        classifier, counterpart = load_with_counterpart(name)
+        out[name] = {}
+        for method in METHODS:
+            if progress:
+                progress(f"{name} {method}")
+            explain(classifier, image, method, float_classifier=counterpart)  # warm-up
+            times = [explain(classifier, image, method, float_classifier=counterpart).seconds for _ in range(repeats)]
+            out[name][method] = {"seconds_median": float(np.median(times)), "repeats": repeats}
+    return {"explanations": out, "threads": threads, "cpu": cpu_name(), "image_size": list(image.size)}
 
 
 def student_ort_fp32(workdir):
@@ -92,15 +121,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=100, help="timed batch-1 runs per model (>= 50)")
     p.add_argument("--json", dest="json_out")
+    p.add_argument("--xai", action="store_true", help="time the explanation methods instead")
     a = p.parse_args(argv)
     if a.runs < 50:
         print("error: --runs must be >= 50", file=sys.stderr)
         return 2
     from core.models.checkpoint import CheckpointError
 
+    names = [m.strip() for m in a.models.split(",") if m.strip()]
+    say = lambda what: print(f"benchmarking {what} ...", file=sys.stderr)  # noqa: E731
     try:
-        result = run_bench([m.strip() for m in a.models.split(",") if m.strip()], a.threads, a.runs,
-                           progress=lambda name: print(f"benchmarking {name} ...", file=sys.stderr))
+        if a.xai:
+            result = bench_explanations([n for n in names if n != "student_ort_fp32"], a.threads, progress=say)
+        else:
+            result = run_bench(names, a.threads, a.runs, progress=say)
     except (CheckpointError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--pretrained", action="store_true", help="start from timm hub weights (not available: explains why)")
     a = p.parse_args(argv)
     return TrainConfig(**{k: v for k, v in vars(a).items()})
 

@@ -73,6 +73,7 @@ def test_cli_subprocesses_run_as_modules(use_weights, tmp_path):
     (["--epochs", "0"], "epochs must be > 0"),
     (["--alpha", "0", "--beta", "0", "--gamma", "0"], "alpha + beta + gamma must be > 0"),
     (["--temperature", "0"], "temperature must be > 0"),
+    (["--pretrained"], "no hub weights"),
 ])
 def test_train_refuses_bad_parameters(tmp_path, capsys, args, message):
     from core import train

@@ -131,6 +131,29 @@ def quantize_int8(fp32_path, out_path, calibration_images, config: ModelConfig, 
     return Path(out_path)
 
 
+def executed_op_types(path, img_size: int, threads: int = 2) -> dict:
+    """{op type: count} of the kernels ONNX Runtime actually ran for one batch-1 inference (from its
+    profiler), so that int8 use is measured: a QDQ model whose convolutions run as QLinearConv is
+    using the integer kernels; float Conv nodes left in it are not."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = np.zeros((1, 3, img_size, img_size), dtype=np.float32)
+        session.run(None, {session.get_inputs()[0].name: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    counts = {}
+    for event in events:
+        op = event.get("args", {}).get("op_name")
+        if event.get("cat") == "Node" and op and event.get("name", "").endswith("_kernel_time"):
+            counts[op] = counts.get(op, 0) + 1
+    return counts
+
+
 def ort_session(path, threads: int = 0):
     import onnxruntime as ort
 
