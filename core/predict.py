@@ -13,7 +13,6 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from core.classes import CLASSES, FULL_NAMES, SUSPICIOUS
 from core.data.preprocess import ImageError, load_image, low_resolution_warning, preprocess
@@ -100,7 +99,6 @@ def main(argv=None) -> int:
         return 2
     for w in classifier.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     failed = 0
     for path in a.images:
         try:

@@ -10,7 +10,8 @@ from core.classes import CLASSES, FULL_NAMES
 from core.explain.heatmaps import explain
 from core.models.loader import SHIPPED, read_manifest
 from core.predict import predict_image
-from pages.common import UPLOAD_TYPES, data_credit, disclaimer, float_counterpart, gallery_items, get_model, guarded, read_upload
+from pages.common import (UPLOAD_TYPES, data_credit, disclaimer, float_counterpart, gallery_items, get_model,
+                          guarded, image_key, read_upload)
 
 SUMMARY = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
@@ -101,7 +102,7 @@ def side_by_side():
             labels[model_name] = p.label
             st.write(f"{p.full_name} — {p.confidence:.0%}" + (" · uncertain" if p.uncertain else ""))
             for method in ("gradcam", "scorecam"):
-                key = ("compare", name, len(data), model_name, method)
+                key = (image_key(data), model_name, classifier.sha256, method)
                 cache = st.session_state.setdefault("compare-xai", {})
                 if key not in cache:
                     with st.spinner(f"{method} on {model_name} ..."):
