@@ -108,7 +108,8 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, total_steps, int(cfg.warmup_epochs * steps_per_epoch)))
-    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
+    # constant decay from the first step (no warm-up): the EMA starts from the initial weights
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=False) if cfg.ema_decay > 0 else None
     sample_weights = class_balanced_weights(labels[part["train"]], cfg.balance_power)
     generator = torch.Generator().manual_seed(cfg.seed)
     augment_cfg = AugmentConfig()
