@@ -43,7 +43,7 @@ def train_tiny(stage, out, teacher=None, epochs=1, **overrides):
     from core.training.trainer import run_training
 
     cfg = TrainConfig(stage=stage, out=str(out), data_dir=str(FIXTURE), teacher=str(teacher) if teacher else None,
-                      epochs=epochs, img_size=TINY_SIZE, batch_size=4, lr=3e-3, **overrides)
+                      epochs=epochs, img_size=TINY_SIZE, batch_size=4, lr=3e-4, **overrides)
     return run_training(cfg)
 
 

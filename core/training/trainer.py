@@ -108,8 +108,10 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, total_steps, int(cfg.warmup_epochs * steps_per_epoch)))
-    # constant decay from the first step (no warm-up): the EMA starts from the initial weights
-    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=False) if cfg.ema_decay > 0 else None
+    # EMA of the parameters with timm's warm-up (decay grows with the step), BatchNorm statistics copied
+    # from the live model: averaging running statistics of changing weights breaks BN models in eval mode.
+    ema = (ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, exclude_buffers=True)
+           if cfg.ema_decay > 0 else None)
     sample_weights = class_balanced_weights(labels[part["train"]], cfg.balance_power)
     generator = torch.Generator().manual_seed(cfg.seed)
     augment_cfg = AugmentConfig()
@@ -132,11 +134,15 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
     fingerprint = split_fingerprint(split)
     meta_base = {"stage": cfg.stage, "seed": cfg.seed, "split_fingerprint": fingerprint,
                  "params": count_params(model), "train_config": cfg.to_dict()}
-    eval_model = lambda: (ema.module if ema is not None else model)  # noqa: E731
-
-    def logits_of(m, idx):
-        m.eval()
-        return batched_logits(m.predict, images[idx], model_config.mean, model_config.std)
+    def validate():
+        """(weights name, model, val metrics) of the better of the live and the EMA weights on validation."""
+        candidates = {"live": model, **({"ema": ema.module} if ema is not None else {})}
+        scored = []
+        for name, m in candidates.items():
+            m.eval()
+            logits = batched_logits(m.predict, images[part["val"]], model_config.mean, model_config.std)
+            scored.append((name, m, classification_metrics(labels[part["val"]], softmax_np(logits))))
+        return max(scored, key=lambda t: t[2]["balanced_accuracy"])
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -163,22 +169,20 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
             optimizer.step()
             scheduler.step()
             if ema is not None:
-                ema.update(model)
+                ema.update(model, step=epoch * steps_per_epoch + b + 1)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             callback("batch", epoch=epoch + 1, epochs=cfg.epochs, batch=b + 1, batches=steps_per_epoch,
                      loss=parts["total"].item(), seconds=time.time() - t0)
-        val_logits = logits_of(eval_model(), part["val"])
-        val = classification_metrics(labels[part["val"]], softmax_np(val_logits))
+        weights_name, chosen, val = validate()
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()},
                "lr": scheduler.get_last_lr()[0],
                **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")},
-               "seconds": time.time() - t0}
+               "weights": weights_name, "seconds": time.time() - t0}
         improved = val["balanced_accuracy"] > best_score
         if improved:
             best_score = val["balanced_accuracy"]
-            save_checkpoint(best_path, eval_model(), model_config, meta={**meta_base, "epoch": epoch + 1,
-                                                                          "val": row})
+            save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch + 1, "val": row})
         atomic_torch_save({"format": "dermadistill-checkpoint-v1", "config": model_config.to_dict(),
                            "state_dict": model.state_dict(), "meta": meta_base,
                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
