@@ -6,6 +6,11 @@ when ../shared/data/ham10000 is absent.
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "ham10000_tiny"
 SHARED = ROOT.parent / "shared" / "data" / "ham10000"
 TINY_SIZE = 64
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARTIFACTS = ROOT / "artifacts"
+SHIPPED = ROOT / "weights" / "manifest.json"
+
+
+def has_chromium() -> bool:
+    return shutil.which(CHROMIUM) is not None
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -90,3 +104,39 @@ def use_weights(tiny_weights, monkeypatch):
     """Point the loader (and subprocesses) at the tiny weights folder."""
     monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(tiny_weights))
     return tiny_weights
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(request):
+    """`streamlit run app.py` on a free loopback port, on the shipped models (tiny ones if none are shipped)."""
+    port = free_port()
+    weights = ROOT / "weights" if SHIPPED.is_file() else request.getfixturevalue("tiny_weights")
+    env = {**os.environ, "DERMADISTILL_WEIGHTS": str(weights)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    yield url
+    proc.terminate()
+    try:
+        log = proc.communicate(timeout=20)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        log = proc.communicate()[0].decode(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
