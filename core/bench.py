@@ -68,8 +68,8 @@ def bench_explanations(models=("teacher", "student", "quantized"), threads: int 
     """Median seconds of each explanation method per model, default settings, one gallery image."""
     from PIL import Image
 
-    from core.explain.__main__ import load_with_counterpart
     from core.explain.heatmaps import METHODS, explain
+    from core.models.loader import load_with_counterpart
     from core.paths import PROJECT_ROOT
 
     torch.set_num_threads(threads)

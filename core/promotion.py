@@ -17,13 +17,13 @@ import numpy as np
 
 from core.data.cache import cached_images
 from core.data.ham10000 import load_ham10000
-from core.data.split import load_split, split_fingerprint
+from core.data.split import load_split, split_fingerprint, split_indices
 from core.evaluation.report import split_report
 from core.filelock import exclusive_lock
 from core.models.checkpoint import CheckpointError, load_checkpoint, sha256_file
 from core.models.loader import SHIPPED_FILES, load_model, read_manifest
 from core.paths import resolve_data_dir, weights_dir
-from core.quantization.build import build_quantized
+from core.quantization.build import build_quantized, quantize_command
 
 PROMOTED = ("student", "quantized")
 
@@ -62,14 +62,13 @@ def model_entry(path: Path, classifier, report: dict, command: str, split: dict)
     }
 
 
-def evaluate_entry(path: Path, name: str, split: dict, data_dir, command: str) -> dict:
+def evaluate_entry(path: Path, name: str, split: dict, records, command: str) -> dict:
+    """Manifest entry of a weight file, with its metrics on the split's test images."""
     classifier = load_model(path)
     classifier.name = name
-    records = load_ham10000(data_dir)
-    index_of = {r.image_id: i for i, r in enumerate(records)}
-    test_idx = np.array([index_of[i] for i in split["test"]])
+    test_idx = split_indices(records, split)["test"]
     images = cached_images(records, classifier.config.img_size)
-    labels = np.array([r.label for r in records])[test_idx]
+    labels = np.array([records[i].label for i in test_idx])
     return model_entry(path, classifier, split_report(classifier, images[test_idx], labels), command, split)
 
 
@@ -102,6 +101,7 @@ def promote(run_dir, data_dir=None, root=None, progress=lambda msg: None) -> dic
         raise CheckpointError(f"{run_dir} trained a {config.arch}; only student runs can be promoted")
     run_config = json.loads((run_dir / "config.json").read_text())
     data_dir = resolve_data_dir(data_dir or run_config.get("data_dir"))
+    records = load_ham10000(data_dir)
     split = load_split(run_dir / "split.json")
     with exclusive_lock(root / ".lock"):  # promotions and rollbacks never interleave
         staging = root / ".staging"
@@ -110,15 +110,14 @@ def promote(run_dir, data_dir=None, root=None, progress=lambda msg: None) -> dic
         progress("copying the student")
         shutil.copyfile(best, staging / "student.pt")
         progress("quantizing to int8 (ONNX Runtime, calibrated on training images)")
-        build_quantized(staging / "student.pt", split, data_dir, staging / "quantized.onnx")
+        build_quantized(staging / "student.pt", split, records, staging / "quantized.onnx")
         progress("evaluating on the run's test split")
         command = training_command(run_config)
         manifest = read_manifest(root)
         manifest.setdefault("models", {})
-        manifest["models"]["student"] = evaluate_entry(staging / "student.pt", "student", split, data_dir, command)
-        manifest["models"]["quantized"] = evaluate_entry(
-            staging / "quantized.onnx", "quantized", split, data_dir,
-            f"python -m core.quantize --student {best} --split {run_dir / 'split.json'} --data-dir {data_dir}")
+        manifest["models"]["student"] = evaluate_entry(staging / "student.pt", "student", split, records, command)
+        manifest["models"]["quantized"] = evaluate_entry(staging / "quantized.onnx", "quantized", split, records,
+                                                         quantize_command(run_dir, data_dir))
         manifest["promoted_from"] = str(run_dir)
         manifest["promoted_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))

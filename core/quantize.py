@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from core.data.ham10000 import DatasetError
+from core.data.ham10000 import DatasetError, load_ham10000
 from core.data.split import load_split
 from core.models.checkpoint import CheckpointError
 from core.paths import resolve_data_dir
@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
-        calibration = build_quantized(a.student, load_split(a.split), resolve_data_dir(a.data_dir), a.out,
-                                      a.calibration_images)
+        records = load_ham10000(resolve_data_dir(a.data_dir))
+        calibration = build_quantized(a.student, load_split(a.split), records, a.out, a.calibration_images)
     except (DatasetError, CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

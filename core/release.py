@@ -24,15 +24,15 @@ from core.data.split import load_split, split_fingerprint
 from core.evaluation.report import SUMMARY
 from core.promotion import evaluate_entry, training_command
 from core.paths import resolve_data_dir, weights_dir
-from core.quantization.build import build_quantized
+from core.quantization.build import build_quantized, quantize_command
 
 ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",
                    "mskd_lf": "multi-stage KD + layer fusion"}
 
 
-def class_counts(split: dict, data_dir) -> dict:
+def class_counts(split: dict, records) -> dict:
     """{split name: {class: images}} for the model card."""
-    dx = {r.image_id: r.dx for r in load_ham10000(data_dir)}
+    dx = {r.image_id: r.dx for r in records}
     return {part: {c: sum(dx[i] == c for i in split[part]) for c in CLASSES} for part in ("train", "val", "test")}
 
 
@@ -62,22 +62,21 @@ def main(argv=None) -> int:
     shutil.copyfile(teacher_run / "best.pt", root / "teacher.pt")
     shutil.copyfile(student_run / "best.pt", root / "student.pt")
     logging.info("quantizing")
-    build_quantized(root / "student.pt", split, data_dir, root / "quantized.onnx")
+    records = load_ham10000(data_dir)
+    build_quantized(root / "student.pt", split, records, root / "quantized.onnx")
     t_config, _ = run_info(teacher_run)
     s_config, _ = run_info(student_run)
     models = {
-        "teacher": evaluate_entry(root / "teacher.pt", "teacher", split, data_dir, training_command(t_config)),
-        "student": evaluate_entry(root / "student.pt", "student", split, data_dir, training_command(s_config)),
-        "quantized": evaluate_entry(
-            root / "quantized.onnx", "quantized", split, data_dir,
-            f"python -m core.quantize --student {student_run / 'best.pt'} --split {student_run / 'split.json'} "
-            f"--data-dir {a.data_dir or data_dir}"),
+        "teacher": evaluate_entry(root / "teacher.pt", "teacher", split, records, training_command(t_config)),
+        "student": evaluate_entry(root / "student.pt", "student", split, records, training_command(s_config)),
+        "quantized": evaluate_entry(root / "quantized.onnx", "quantized", split, records,
+                                    quantize_command(student_run, a.data_dir or data_dir)),
     }
     manifest = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "test_split": {"name": "test", "n": len(split["test"]), "seed": split["seed"],
                                "fingerprint": split_fingerprint(split),
                                "grouping": "lesion_id (and byte-identical images), stratified by dx",
-                               "class_counts": class_counts(split, data_dir)},
+                               "class_counts": class_counts(split, records)},
                 "models": models}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     logging.info("benchmarking")

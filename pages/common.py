@@ -3,15 +3,14 @@
 import csv
 import hashlib
 import logging
-from pathlib import Path
 
 import streamlit as st
 
 from core.classes import FULL_NAMES
 from core.data.preprocess import ImageError, load_image
 from core.models.checkpoint import CheckpointError
-from core.models.loader import load_model, read_manifest
-from core.paths import PROJECT_ROOT
+from core.models.loader import load_model
+from core.paths import PROJECT_ROOT, weights_dir
 from core.report import DATA_CREDIT, DISCLAIMER
 
 log = logging.getLogger("dermadistill.app")
@@ -28,8 +27,11 @@ def _cached_model(name: str, version: str):
 
 
 def get_model(name: str):
-    """(classifier, None) or (None, clear error message)."""
-    version = read_manifest().get("models", {}).get(name, {}).get("sha256", "unversioned")
+    """(classifier, None) or (None, clear error message). A promotion rewrites the manifest, which changes
+    the cache key (its modification time and size), so the new version is loaded once."""
+    manifest = weights_dir() / "manifest.json"
+    stat = manifest.stat() if manifest.is_file() else None
+    version = f"{stat.st_mtime_ns}-{stat.st_size}" if stat else "unversioned"
     try:
         return _cached_model(name, version), None
     except CheckpointError as exc:
@@ -60,6 +62,24 @@ def read_upload(name: str, data: bytes):
         return None, f"{name}: {exc}"
 
 
+def analysed(name: str, data: bytes, classifier):
+    """(image key, image, prediction) or (key, None, message), cached in the session per image and model."""
+    from core.predict import predict_image
+
+    key = image_key(data)
+    cache = st.session_state.setdefault("predictions", {})
+    entry = (key, classifier.sha256)
+    if entry not in cache:
+        image, problem = read_upload(name, data)
+        if problem:  # refusals are quick and name the file: not cached
+            return key, None, problem
+        cache[entry] = (image, predict_image(classifier, image))
+        if len(cache) > 200:  # bounded per session
+            cache.pop(next(iter(cache)))
+    image, prediction = cache[entry]
+    return key, image, prediction
+
+
 def image_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -83,6 +103,3 @@ def guarded(render):
         st.error("Something went wrong while preparing this view. Your inputs are kept; please try again. "
                   "If it persists, tell the administrator (details are in the server log).")
 
-
-def read_bytes(path: Path) -> bytes:
-    return Path(path).read_bytes()

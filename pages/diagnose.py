@@ -11,10 +11,9 @@ from PIL import Image
 from core.classes import CLASSES, FULL_NAMES
 from core.explain.heatmaps import METHOD_LABELS, explain, overlay_heatmap
 from core.models.loader import read_manifest
-from core.predict import predict_image
 from core.report import build_pdf_report
-from pages.common import (MODEL_LABELS, UPLOAD_TYPES, data_credit, disclaimer, float_counterpart, gallery_items, get_model,
-                          guarded, image_key, read_upload)
+from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, data_credit, disclaimer, float_counterpart,
+                          gallery_items, get_model, guarded)
 
 MAX_WORKING_SIDE = 1024  # very large photos are explained on a downscaled copy
 
@@ -139,11 +138,11 @@ def render():
         return
     rows = []
     for name, data in inputs:
-        image, problem = read_upload(name, data)
-        if problem:
-            st.error(f"Could not use {problem}")
+        key, image, result = analysed(name, data, classifier)
+        if image is None:
+            st.error(f"Could not use {result}")
             continue
-        rows.append((name, image_key(data), image, predict_image(classifier, image)))
+        rows.append((name, key, image, result))
     if not rows:
         return
     if len(rows) > 1:

@@ -23,17 +23,9 @@ from core.data.ham10000 import DatasetError  # noqa: E402
 from core.data.preprocess import ImageError, load_image  # noqa: E402
 from core.explain.heatmaps import METHODS, explain  # noqa: E402
 from core.models.checkpoint import CheckpointError  # noqa: E402
+from core.models.loader import load_with_counterpart  # noqa: E402
 
 MODELS = ("teacher", "student", "quantized")
-
-
-def load_with_counterpart(name):
-    """(classifier, its fp32 counterpart or None) for a shipped name or path."""
-    from core.models.loader import load_model
-
-    classifier = load_model(name)
-    counterpart = load_model(classifier.float_counterpart) if classifier.module is None else None
-    return classifier, counterpart
 
 
 def evaluate(data_dir, split_name: str, n: int, models=MODELS, methods=tuple(METHODS), progress=None) -> dict:

@@ -111,7 +111,7 @@ def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, bat
     if method == "scorecam":
         if classifier.module is None:
             model = _Int8Scorer(module, classifier)
-        calls = 1 + sum(-(-_layer_channels(hybrid, layer, x) // batch_size) for layer in layers)
+        calls = 1 + sum(-(-c // batch_size) for c in _layer_channels(hybrid, layers, x))
         model = _CallCounter(model, calls, progress)
     else:
         x.requires_grad_(True)  # gradients reach the activations without touching parameters
@@ -125,17 +125,23 @@ def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, bat
     return grayscale, settings, notes
 
 
-def _layer_channels(hybrid, layer, x) -> int:
-    """Channels of a layer's output (one dry forward under a temporary hook)."""
-    shapes = []
-    handle = layer.register_forward_hook(lambda m, i, o: shapes.append(o.shape))
+def _layer_channels(hybrid, layers, x) -> list:
+    """Output channels of each layer (one dry forward under temporary hooks), to size the progress bar."""
+    shapes = {}
+
+    def recorder(k):
+        def hook(module, inputs, output):  # returns None: the output is left untouched
+            shapes.setdefault(k, output.shape)
+        return hook
+
+    handles = [layer.register_forward_hook(recorder(k)) for k, layer in enumerate(layers)]
     try:
         with torch.no_grad():
             hybrid.predict(x.detach())
     finally:
-        handle.remove()
-    shape = shapes[0]
-    return shape[1] if len(shape) == 4 else shape[-1]
+        for handle in handles:
+            handle.remove()
+    return [shapes[k][1] if len(shapes[k]) == 4 else shapes[k][-1] for k in range(len(layers))]
 
 
 def _layer_name(hybrid, layer) -> str:

@@ -98,6 +98,13 @@ def _load_file(path: Path, name: str, expected_sha=None) -> Classifier:
     return loader(path, name)
 
 
+def load_with_counterpart(name_or_path):
+    """(classifier, its fp32 counterpart for gradient methods, or None when it is itself a torch model)."""
+    classifier = load_model(name_or_path)
+    counterpart = load_model(classifier.float_counterpart) if classifier.module is None else None
+    return classifier, counterpart
+
+
 def load_model(name_or_path, root=None) -> Classifier:
     """A shipped model by name (teacher, student, quantized) or a checkpoint path (.pt / .onnx)."""
     if str(name_or_path) not in SHIPPED:

@@ -10,24 +10,30 @@ from pathlib import Path
 import numpy as np
 
 from core.data.cache import cached_images
-from core.data.ham10000 import load_ham10000
+from core.data.split import split_indices
 from core.evaluation.calibration import fit_calibration
 from core.evaluation.inference import batched_logits
 from core.models.checkpoint import load_checkpoint, sha256_file
-from core.quantization.onnx_export import export_onnx, load_onnx_classifier, quantize_int8
+from core.quantization.onnx_export import export_onnx, load_onnx_classifier, quantize_int8, set_metadata
 
 CALIBRATION_IMAGES = 512
 
 
-def build_quantized(student_ckpt, split: dict, data_dir, out_path, n_calibration: int = CALIBRATION_IMAGES,
+def quantize_command(run_dir, data_dir) -> str:
+    """The `python -m core.quantize` command that rebuilds a run's int8 model."""
+    run_dir = Path(run_dir)
+    return (f"python -m core.quantize --student {run_dir / 'best.pt'} --split {run_dir / 'split.json'} "
+            f"--data-dir {data_dir} --out weights/quantized.onnx")
+
+
+def build_quantized(student_ckpt, split: dict, records, out_path, n_calibration: int = CALIBRATION_IMAGES,
                     seed: int = 0) -> dict:
-    """Write the int8 ONNX model to out_path; returns its calibration dict."""
+    """Write the int8 ONNX model to out_path; returns its calibration dict. `records`: the data set."""
     model, config, meta = load_checkpoint(student_ckpt)
-    records = load_ham10000(data_dir)
-    index_of = {r.image_id: i for i, r in enumerate(records)}
+    part = split_indices(records, split)
     images = cached_images(records, config.img_size)
     labels = np.array([r.label for r in records])
-    train_idx = np.array([index_of[i] for i in split["train"] if i in index_of])
+    train_idx = part["train"]
     rng = np.random.default_rng(seed)
     calib_idx = np.sort(rng.choice(train_idx, size=min(n_calibration, len(train_idx)), replace=False))
     qmeta = {**{k: v for k, v in meta.items() if k not in ("calibration", "test", "val")},
@@ -39,10 +45,8 @@ def build_quantized(student_ckpt, split: dict, data_dir, out_path, n_calibration
         fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx", qmeta)
         quantize_int8(fp32, out_path, images[calib_idx], config, qmeta)
     classifier = load_onnx_classifier(out_path, "quantized")
-    val_idx = np.array([index_of[i] for i in split["val"] if i in index_of])
+    val_idx = part["val"]
     val_logits = batched_logits(classifier.logits, images[val_idx], config.mean, config.std)
     calibration = fit_calibration(val_logits, labels[val_idx]).to_dict()
-    from core.quantization.onnx_export import set_metadata
-
     set_metadata(out_path, config, {**qmeta, "calibration": calibration})
     return calibration

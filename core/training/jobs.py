@@ -17,7 +17,7 @@ from pathlib import Path
 from core.data.ham10000 import load_ham10000
 from core.filelock import exclusive_lock
 from core.paths import PROJECT_ROOT, resolve_data_dir
-from core.training.config import TrainConfig, TrainConfigError
+from core.training.config import TrainConfig
 
 ACTIVE = "active_job.json"
 
@@ -166,6 +166,3 @@ def eta_seconds(progress: dict):
     remaining = (progress["epochs"] - progress["epoch"]) * progress["batches"] + progress["batches"] - progress["batch"]
     return per_batch * remaining
 
-
-__all__ = ["JobError", "TrainConfigError", "active_job", "cancel_job", "config_to_argv", "eta_seconds", "list_runs",
-           "run_status", "runs_root", "start_job"]

@@ -20,12 +20,12 @@ from core.data.augment import AugmentConfig, augment_batch
 from core.data.cache import cached_images
 from core.data.ham10000 import content_duplicate_groups, load_ham10000
 from core.data.preprocess import to_model_tensor
-from core.data.split import lesion_grouped_split, load_split, save_split, split_fingerprint
+from core.data.split import lesion_grouped_split, load_split, save_split, split_fingerprint, split_indices
 from core.distillation.stages import STAGES, FeatureProjector, stage_losses
 from core.evaluation.calibration import fit_calibration, softmax_np
 from core.evaluation.inference import batched_logits
 from core.evaluation.metrics import classification_metrics
-from core.models.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint, save_checkpoint
+from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from core.models.factory import DEFAULT_CONFIGS, count_params, create_model
 from core.paths import resolve_data_dir
 from core.training.config import TrainConfig, TrainConfigError
@@ -87,9 +87,8 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
                                                  "teacher": str(teacher_path) if teacher_path else None}, indent=2))
 
     images = cached_images(records, cfg.img_size, progress=lambda d, t: callback("cache", done=d, total=t))
-    index_of = {r.image_id: i for i, r in enumerate(records)}
     labels = np.array([r.label for r in records])
-    part = {k: np.array([index_of[i] for i in split[k]], dtype=np.int64) for k in ("train", "val", "test")}
+    part = split_indices(records, split)
 
     model_config = DEFAULT_CONFIGS[stage.role](cfg.img_size)
     model = create_model(model_config)
@@ -183,13 +182,11 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
         if improved:
             best_score = val["balanced_accuracy"]
             save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch + 1, "val": row})
-        atomic_torch_save({"format": "dermadistill-checkpoint-v1", "config": model_config.to_dict(),
-                           "state_dict": model.state_dict(), "meta": meta_base,
-                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "ema": ema.module.state_dict() if ema is not None else {},
-                           "projector": projector.state_dict() if projector is not None else {},
-                           "generator": generator.get_state(), "epoch": epoch, "best_score": best_score},
-                          last_path)
+        save_checkpoint(last_path, model, model_config, meta=meta_base, extra={
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else {},
+            "projector": projector.state_dict() if projector is not None else {},
+            "generator": generator.get_state(), "epoch": epoch, "best_score": best_score})
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         callback("epoch", **row, best=improved)
