@@ -84,8 +84,8 @@ def predict_image(classifier, image) -> Prediction:
 
 
 def main(argv=None) -> int:
-    from core.models.loader import load_model
     from core.models.checkpoint import CheckpointError
+    from core.models.loader import load_model
 
     p = argparse.ArgumentParser(prog="python -m core.predict", description="Classify dermoscopic images.")
     p.add_argument("images", nargs="+")

@@ -22,8 +22,8 @@ from core.classes import CLASSES
 from core.data.ham10000 import load_ham10000
 from core.data.split import load_split, split_fingerprint
 from core.evaluation.report import SUMMARY
-from core.promotion import evaluate_entry, training_command
 from core.paths import resolve_data_dir, weights_dir
+from core.promotion import evaluate_entry, training_command
 from core.quantization.build import build_quantized, quantize_command
 
 ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",

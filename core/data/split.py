@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
 from sklearn.model_selection import StratifiedGroupKFold
 
 

@@ -1,0 +1,37 @@
+"""The repository ships what the code imports: no source or asset file may be hidden by .gitignore.
+
+A broad `data/` rule once ignored `core/data/`, so a fresh clone could not import `core.data` although every
+test passed in the working copy. This test catches that class of mistake before CI does.
+"""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ("app.py", "core", "pages", "assets", "tests", ".streamlit/config.toml", ".ci", "weights/manifest.json")
+GENERATED = {"__pycache__", ".pytest_cache", ".hypothesis"}
+
+
+def _shipped_files():
+    for entry in SHIPPED:
+        path = ROOT / entry
+        candidates = [path] if path.is_file() else path.rglob("*")
+        for file in candidates:
+            if file.is_file() and not GENERATED & set(file.relative_to(ROOT).parts) and file.suffix != ".pyc":
+                yield file.relative_to(ROOT).as_posix()
+    manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
+    yield from (f"weights/{entry['file']}" for entry in manifest["models"].values())
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_no_shipped_file_is_gitignored():
+    files = list(_shipped_files())
+    assert any(f.startswith("core/data/") for f in files)
+    result = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(files),
+                            capture_output=True, text=True)
+    ignored = result.stdout.split()
+    assert not ignored, f"ignored by .gitignore but needed by the app or tests: {ignored}"
