@@ -86,8 +86,11 @@ def main(argv=None) -> int:
     rows = []
     for run in [Path(r) for r in a.ablation.split(",") if r]:
         config, report = run_info(run)
-        rows.append({"name": ABLATION_LABELS.get(config["stage"], config["stage"]), "stage": config["stage"],
-                     "run": str(run), **{k: report["test"][k] for k in SUMMARY}, "params": report["params"],
+        label = ABLATION_LABELS.get(config["stage"], config["stage"])
+        epochs = f"{config['epochs']} epoch" + ("s" if config["epochs"] != 1 else "")
+        rows.append({"name": f"{label}, {epochs}", "stage": config["stage"],
+                     "epochs": config["epochs"], "run": str(run), **{k: report["test"][k] for k in SUMMARY},
+                     "params": report["params"],
                      "file_bytes": (run / "best.pt").stat().st_size, "latency_ms_p50": lat["student"],
                      "command": training_command(config)})
     for name in ("teacher", "quantized"):

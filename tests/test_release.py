@@ -26,5 +26,6 @@ def test_release_writes_a_complete_manifest(tiny_runs, tmp_path, monkeypatch):
         assert not load_model(name).warnings
     assert manifest["models"]["student"]["command"].startswith("python -m core.train --stage mskd_lf")
     assert [r["stage"] for r in manifest["ablation"]] == ["mskd_lf", "teacher", "quantized"]
+    assert manifest["ablation"][0]["name"] == "multi-stage KD + layer fusion, 1 epoch"
     assert manifest["bench"]["models"]["quantized"]["executed_ops"].get("QLinearConv", 0) > 0
     assert sum(manifest["test_split"]["class_counts"]["test"].values()) == manifest["test_split"]["n"]
