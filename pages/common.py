@@ -11,6 +11,7 @@ from core.data.preprocess import ImageError, load_image
 from core.models.checkpoint import CheckpointError
 from core.models.loader import load_model
 from core.paths import PROJECT_ROOT, weights_dir
+from core.predict import predict_image
 from core.report import DATA_CREDIT, DISCLAIMER
 
 log = logging.getLogger("dermadistill.app")
@@ -64,8 +65,6 @@ def read_upload(name: str, data: bytes):
 
 def analysed(name: str, data: bytes, classifier):
     """(image key, image, prediction) or (key, None, message), cached in the session per image and model."""
-    from core.predict import predict_image
-
     key = image_key(data)
     cache = st.session_state.setdefault("predictions", {})
     entry = (key, classifier.sha256)

@@ -25,11 +25,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = ROOT / "artifacts"
 SHIPPED = ROOT / "weights" / "manifest.json"
 
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 
 def has_chromium() -> bool:
     return shutil.which(CHROMIUM) is not None
-
-os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -133,14 +133,16 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
     fingerprint = split_fingerprint(split)
     meta_base = {"stage": cfg.stage, "seed": cfg.seed, "split_fingerprint": fingerprint,
                  "params": count_params(model), "train_config": cfg.to_dict()}
+    val_images, val_labels = images[part["val"]], labels[part["val"]]  # gathered once, scored every epoch
+
     def validate():
         """(weights name, model, val metrics) of the better of the live and the EMA weights on validation."""
         candidates = {"live": model, **({"ema": ema.module} if ema is not None else {})}
         scored = []
         for name, m in candidates.items():
             m.eval()
-            logits = batched_logits(m.predict, images[part["val"]], model_config.mean, model_config.std)
-            scored.append((name, m, classification_metrics(labels[part["val"]], softmax_np(logits))))
+            logits = batched_logits(m.predict, val_images, model_config.mean, model_config.std)
+            scored.append((name, m, classification_metrics(val_labels, softmax_np(logits))))
         return max(scored, key=lambda t: t[2]["balanced_accuracy"])
 
     for epoch in range(start_epoch, cfg.epochs):
