@@ -17,6 +17,7 @@ st.logo(str(ASSETS / "logo.png"))
 pages = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/biotech:", default=True),
     st.Page("pages/compare.py", title="Compare models", icon=":material/monitoring:"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     st.Page("pages/train.py", title="Train (admin)", icon=":material/model_training:"),
     st.Page("pages/about.py", title="About", icon=":material/info:"),
 ])

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.classes import FULL_NAMES
 from core.data.preprocess import ImageError, load_image
+from core.explain.heatmaps import METHOD_LABELS, explain
 from core.models.checkpoint import CheckpointError
 from core.models.loader import load_model
 from core.paths import PROJECT_ROOT, weights_dir
@@ -45,6 +46,23 @@ def float_counterpart(classifier):
         return None
     model, _ = get_model(classifier.float_counterpart)
     return model
+
+
+def explanation_for(classifier, model_name, key, image, method, target):
+    """Heatmap result, cached in this session per image, model, method and target (a class code)."""
+    cache = st.session_state.setdefault("explanations", {})
+    cache_key = (key, model_name, classifier.sha256, method, target)
+    if cache_key not in cache:
+        bar = st.progress(0.0, text=f"{METHOD_LABELS[method]} ...") if method != "gradcam" else None
+        progress = (lambda d, t: bar.progress(d / t, text=f"{METHOD_LABELS[method]}: {d}/{t}")) if bar else None
+        e = explain(classifier, image, method, target=target, progress=progress,
+                    float_classifier=float_counterpart(classifier))
+        if bar:
+            bar.empty()
+        if len(cache) > 60:  # bounded per session
+            cache.pop(next(iter(cache)))
+        cache[cache_key] = e
+    return cache[cache_key]
 
 
 def disclaimer():
@@ -93,8 +111,30 @@ def gallery_items() -> list:
     return items
 
 
+_legacy_pages_mode_seen = False
+
+
+def ensure_app_navigation():
+    """Make a deep link work as the first request after a restart.
+
+    Streamlit decides once per process whether the app uses the legacy `pages/` folder mode; until
+    some session has run app.py (whose st.navigation switches that off), a bookmarked URL such as
+    /compare runs the page script alone, with the folder's files as the menu and without the app's
+    frame. Switch the mode off and rerun, so that app.py runs, builds the navigation and opens the
+    requested page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    global _legacy_pages_mode_seen
+    if PagesManager.uses_pages_directory and not _legacy_pages_mode_seen:
+        _legacy_pages_mode_seen = True  # once per process: the flag is process-wide, and stays off once off
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def guarded(render):
     """Run a page body; any unexpected error becomes a short message (details go to the server log)."""
+    ensure_app_navigation()
     try:
         render()
     except Exception:  # streamlit's rerun/stop signals are BaseException and pass through

@@ -9,10 +9,10 @@ import streamlit as st
 from PIL import Image
 
 from core.classes import CLASSES, FULL_NAMES
-from core.explain.heatmaps import METHOD_LABELS, explain, overlay_heatmap
+from core.explain.heatmaps import METHOD_LABELS, overlay_heatmap
 from core.models.loader import read_manifest
 from core.report import build_pdf_report
-from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, data_credit, disclaimer, float_counterpart,
+from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, data_credit, disclaimer, explanation_for,
                           gallery_items, get_model, guarded)
 
 MAX_WORKING_SIDE = 1024  # very large photos are explained on a downscaled copy
@@ -48,23 +48,6 @@ def headline(prediction):
         st.success(f"**{prediction.full_name}** ({prediction.label}) — {prediction.confidence:.0%} calibrated confidence.")
     for w in prediction.warnings:
         st.info(w)
-
-
-def explanation_for(classifier, model_name, key, image, method, target):
-    """Heatmap result, cached in this session per image, model, method and target."""
-    cache = st.session_state.setdefault("explanations", {})
-    cache_key = (key, model_name, classifier.sha256, method, target)
-    if cache_key not in cache:
-        bar = st.progress(0.0, text=f"{METHOD_LABELS[method]} ...") if method != "gradcam" else None
-        progress = (lambda d, t: bar.progress(d / t, text=f"{METHOD_LABELS[method]}: {d}/{t}")) if bar else None
-        e = explain(classifier, image, method, target=target, progress=progress,
-                    float_classifier=float_counterpart(classifier))
-        if bar:
-            bar.empty()
-        if len(cache) > 60:  # bounded per session
-            cache.pop(next(iter(cache)))
-        cache[cache_key] = e
-    return cache[cache_key]
 
 
 def detail(name, key, image, prediction, classifier, model_name):

@@ -31,3 +31,28 @@ def test_diagnose_in_a_real_browser(server):
         browser.close()
     assert "not a diagnostic device" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.skipif(not has_chromium(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_bookmarked_page_is_the_first_request_after_a_restart(server):
+    """A freshly started server whose first visitor opens /compare shows the app's own navigation and frame."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        first = browser.new_page(viewport={"width": 1400, "height": 1000})
+        first.goto(f"{server}/compare")
+        expect(first.get_by_role("heading", name="Compare models")).to_be_visible(timeout=90_000)
+        sidebar = first.locator("[data-testid=stSidebar]")
+        expect(sidebar.get_by_text("not a diagnostic device")).to_be_visible(timeout=30_000)
+        nav = first.locator("[data-testid=stSidebarNav]").inner_text()
+        first.screenshot(path=str(ARTIFACTS / "deep_link_compare.png"))
+        second = browser.new_page()  # a second visitor, straight to another bookmark
+        second.goto(f"{server}/about")
+        expect(second.get_by_role("heading", name="About").first).to_be_visible(timeout=60_000)
+        nav_second = second.locator("[data-testid=stSidebarNav]").inner_text()
+        browser.close()
+    for text in (nav, nav_second):
+        assert "Diagnose" in text and "Compare models" in text and "Learn" in text
+        assert "common" not in text and "app" not in text.lower().split()

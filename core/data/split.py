@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from core.data.ham10000 import DatasetError, content_duplicate_groups
+
 
 def _group_ids(records, duplicate_of) -> list:
     """Group key per record: its lesion, merged with the lesion of any byte-identical image."""
@@ -79,3 +81,14 @@ def save_split(split: dict, path: Path) -> None:
 
 def load_split(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def recompute_split(records, seed: int, expected_fingerprint: str = None) -> dict:
+    """The lesion-grouped split of `records` rebuilt from its seed (deterministic), checked against the
+    fingerprint a release recorded, so that held-out images are really held out."""
+    split = lesion_grouped_split(records, seed=seed, duplicate_of=content_duplicate_groups(records))
+    if expected_fingerprint and split_fingerprint(split) != expected_fingerprint:
+        raise DatasetError("the split rebuilt from this data folder does not match the shipped models' split "
+                           f"(fingerprint {split_fingerprint(split)[:12]} vs {expected_fingerprint[:12]}); "
+                           "is it the same HAM10000 copy?")
+    return split

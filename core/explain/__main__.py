@@ -30,8 +30,8 @@ MODELS = ("teacher", "student", "quantized")
 
 def evaluate(data_dir, split_name: str, n: int, models=MODELS, methods=tuple(METHODS), progress=None) -> dict:
     """{model: {method: {energy_in_lesion, lesion_area_fraction, pointing_game, faithfulness, seconds, n}}}."""
-    from core.data.ham10000 import content_duplicate_groups, find_mask, load_ham10000
-    from core.data.split import lesion_grouped_split, split_fingerprint
+    from core.data.ham10000 import find_mask, load_ham10000
+    from core.data.split import recompute_split
     from core.explain.scores import lesion_overlap, load_mask, road_faithfulness
     from core.models.loader import read_manifest
     from core.paths import resolve_data_dir
@@ -40,10 +40,7 @@ def evaluate(data_dir, split_name: str, n: int, models=MODELS, methods=tuple(MET
     records = load_ham10000(data_dir)
     student_entry = read_manifest().get("models", {}).get("student", {})
     seed = int(student_entry.get("seed", 42))
-    split = lesion_grouped_split(records, seed=seed, duplicate_of=content_duplicate_groups(records))
-    expected = student_entry.get("split_fingerprint")
-    if expected and split_fingerprint(split) != expected:
-        raise DatasetError("recomputed split does not match the shipped models' split fingerprint")
+    split = recompute_split(records, seed, student_entry.get("split_fingerprint"))
     chosen = set(split[split_name])
     rng = np.random.default_rng(seed)
     candidates = [r for r in records if r.image_id in chosen and find_mask(data_dir, r.image_id)]

@@ -37,12 +37,21 @@ class Explanation:
     outline: np.ndarray = None  # LIME: boolean H x W border of the top positive superpixels
 
 
-def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5, outline=None) -> Image.Image:
-    """Jet-coloured heatmap blended over the image (opacity = heatmap weight), outline drawn in white."""
+LESION_OUTLINE_RGB = (0, 255, 64)  # reference lesion border: green, apart from LIME's white and the jet colours
+
+
+def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5, outline=None,
+                    lesion_mask=None) -> Image.Image:
+    """Jet-coloured heatmap blended over the image (opacity = heatmap weight), outline drawn in white and,
+    when a reference lesion mask is given, its border in green, so a viewer sees whether the map is on it."""
+    from skimage.segmentation import find_boundaries
+
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     blended = show_cam_on_image(rgb, heatmap, use_rgb=True, image_weight=1.0 - opacity)
     if outline is not None:
         blended[outline] = 255
+    if lesion_mask is not None:
+        blended[find_boundaries(lesion_mask, mode="thick")] = LESION_OUTLINE_RGB
     return Image.fromarray(blended)
 
 

@@ -1,0 +1,109 @@
+"""Quiz sets, a fixed case order per (set, seed), and scoring of the learner beside the model.
+
+A set says which cases it draws and what is scored: the diagnosis (among the set's choices) or
+benign/malignant. The model answers the same cases: its top class among the set's choices, and
+"malignant" when that class is one of the suspicious ones (the app's malignancy flag).
+"""
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from core.classes import CLASSES, SUSPICIOUS
+
+MALIGNANT, BENIGN = "malignant", "benign"
+
+
+@dataclass(frozen=True)
+class QuizSet:
+    name: str
+    title: str
+    classes: tuple  # which cases the set draws, and the diagnoses offered
+    task: str  # "diagnosis" or "malignancy": what is scored
+
+    @property
+    def outcomes(self) -> tuple:
+        return self.classes if self.task == "diagnosis" else (BENIGN, MALIGNANT)
+
+
+QUIZ_SETS = {s.name: s for s in (
+    QuizSet("all", "All seven classes", CLASSES, "diagnosis"),
+    QuizSet("mel-vs-nv", "Melanoma vs nevus", ("mel", "nv"), "diagnosis"),
+    QuizSet("malignant-vs-benign", "Malignant vs benign", CLASSES, "malignancy"),
+)}
+
+
+def malignancy(dx: str) -> str:
+    return MALIGNANT if dx in SUSPICIOUS else BENIGN
+
+
+def case_order(cases, set_name: str, seed: int) -> list:
+    """The set's cases in a fixed order for (set, seed): a class can follow one projected sequence."""
+    quiz_set = QUIZ_SETS[set_name]
+    pool = sorted((c for c in cases if c.dx in quiz_set.classes), key=lambda c: c.case_id)
+    return [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))]
+
+
+def model_answer(probabilities: dict, quiz_set: QuizSet) -> str:
+    """The model's top class among the set's choices."""
+    return max(quiz_set.classes, key=lambda c: probabilities[c])
+
+
+@dataclass
+class Answer:
+    case_id: str
+    truth: str  # dx
+    learner: str  # the learner's diagnosis
+    learner_malignancy: str  # "benign", "malignant" or "" (not marked)
+    model: str  # the model's diagnosis among the set's choices
+
+    def scored(self, quiz_set: QuizSet) -> tuple:
+        """(truth, learner, model) in the set's outcome space."""
+        if quiz_set.task == "diagnosis":
+            return self.truth, self.learner, self.model
+        return malignancy(self.truth), self.learner_malignancy or malignancy(self.learner), malignancy(self.model)
+
+
+def _accuracy(truth, answer) -> float:
+    return float(np.mean([t == a for t, a in zip(truth, answer)])) if truth else float("nan")
+
+
+def _balanced_accuracy(truth, answer) -> float:
+    """Mean recall over the outcomes present so far."""
+    recalls = [np.mean([a == t for tt, a in zip(truth, answer) if tt == t]) for t in sorted(set(truth))]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def score_session(answers, quiz_set: QuizSet) -> dict:
+    """Learner and model accuracy and balanced accuracy on the answered cases, the learner's confusion
+    matrix (rows truth, columns answer, in the set's outcome order) and the learner's misses."""
+    scored = [a.scored(quiz_set) for a in answers]
+    truth = [s[0] for s in scored]
+    learner = [s[1] for s in scored]
+    model = [s[2] for s in scored]
+    outcomes = list(quiz_set.outcomes)
+    if quiz_set.task == "diagnosis":
+        outcomes += sorted({a for a in learner if a not in outcomes})  # a diagnosis outside the set's choices
+    matrix = [[sum(t == row and a == col for t, a in zip(truth, learner)) for col in outcomes] for row in outcomes]
+    return {
+        "n": len(answers),
+        "learner": {"accuracy": _accuracy(truth, learner), "balanced_accuracy": _balanced_accuracy(truth, learner)},
+        "model": {"accuracy": _accuracy(truth, model), "balanced_accuracy": _balanced_accuracy(truth, model)},
+        "outcomes": outcomes,
+        "confusion_matrix": matrix,
+        "misses": [a.case_id for a, (t, la, _) in zip(answers, scored) if t != la],
+    }
+
+
+def session_csv(answers, quiz_set: QuizSet) -> str:
+    """The session as CSV (one row per answered case); kept client-side, never stored on the server."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["set", *Answer.__dataclass_fields__, "learner_correct", "model_correct"])
+    writer.writeheader()
+    for a in answers:
+        truth, learner, model = a.scored(quiz_set)
+        writer.writerow({"set": quiz_set.name, **asdict(a), "learner_correct": truth == learner,
+                         "model_correct": truth == model})
+    return buf.getvalue()
