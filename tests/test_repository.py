@@ -35,3 +35,32 @@ def test_no_shipped_file_is_gitignored():
                             capture_output=True, text=True)
     ignored = result.stdout.split()
     assert not ignored, f"ignored by .gitignore but needed by the app or tests: {ignored}"
+
+
+def _core_imports() -> dict:
+    """{core module: set of core modules it imports}, read from the source (any import, top-level or local)."""
+    import ast
+
+    graph = {}
+    for path in (ROOT / "core").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("core"):
+                targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("core")}
+        graph[module] = targets - {module}
+    return graph
+
+
+def test_core_modules_import_one_way():
+    """No two core modules import each other, directly or through others; core never imports streamlit."""
+    graph = _core_imports()
+
+    def reaches(start, goal, seen=()):
+        return any(t == goal or (t not in seen and reaches(t, goal, (*seen, t))) for t in graph.get(start, ()))
+
+    cycles = sorted(m for m in graph if reaches(m, m))
+    assert not cycles, f"import cycles through: {cycles}"
+    assert not [p for p in (ROOT / "core").rglob("*.py") if "import streamlit" in p.read_text()]

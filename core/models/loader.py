@@ -17,6 +17,7 @@ from core.models.checkpoint import CheckpointError, load_checkpoint, sha256_file
 from core.models.config import ModelConfig
 from core.models.fusion import LogitsOnly
 from core.paths import weights_dir
+from core.quantization.onnx_export import ort_session, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,13 @@ def _load_torch(path: Path, name: str) -> Classifier:
 
 
 def _load_onnx(path: Path, name: str) -> Classifier:
-    from core.quantization.onnx_export import load_onnx_classifier
-
-    return load_onnx_classifier(path, name)
+    try:
+        config, meta = read_metadata(path)
+        session = ort_session(path)
+    except Exception as exc:  # damaged protobuf, missing metadata
+        raise CheckpointError(f"cannot read ONNX model {path}: {type(exc).__name__}: {exc}") from None
+    return Classifier(name, config, meta, Path(path), sha256_file(path), session=session,
+                      float_counterpart=meta.get("float_counterpart", "student"))
 
 
 LOADERS = {".pt": _load_torch, ".onnx": _load_onnx}

@@ -13,7 +13,8 @@ from core.data.cache import cached_images
 from core.data.split import split_indices
 from core.evaluation.inference import fit_inference_mode
 from core.models.checkpoint import load_checkpoint, sha256_file
-from core.quantization.onnx_export import export_onnx, load_onnx_classifier, quantize_int8, set_metadata
+from core.models.loader import load_model
+from core.quantization.onnx_export import export_onnx, quantize_int8, set_metadata
 
 CALIBRATION_IMAGES = 512
 
@@ -43,7 +44,7 @@ def build_quantized(student_ckpt, split: dict, records, out_path, n_calibration:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx", qmeta)
         quantize_int8(fp32, out_path, images[calib_idx], config, qmeta)
-    classifier = load_onnx_classifier(out_path, "quantized")
+    classifier = load_model(out_path)
     val_idx = part["val"]
     calibration = fit_inference_mode(classifier.logits, images[val_idx], labels[val_idx], config.mean, config.std)
     set_metadata(out_path, config, {**qmeta, "calibration": calibration})

@@ -162,16 +162,3 @@ def ort_session(path, threads: int = 0):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def load_onnx_classifier(path, name: str):
-    from core.models.checkpoint import CheckpointError, sha256_file
-    from core.models.loader import Classifier
-
-    try:
-        config, meta = read_metadata(path)
-        session = ort_session(path)
-    except Exception as exc:  # damaged protobuf, missing metadata
-        raise CheckpointError(f"cannot read ONNX model {path}: {type(exc).__name__}: {exc}") from None
-    return Classifier(name, config, meta, Path(path), sha256_file(path), session=session,
-                      float_counterpart=meta.get("float_counterpart", "student"))
