@@ -56,3 +56,31 @@ def test_bookmarked_page_is_the_first_request_after_a_restart(server):
     for text in (nav, nav_second):
         assert "Diagnose" in text and "Compare models" in text and "Learn" in text
         assert "common" not in text and "app" not in text.lower().split()
+
+
+@pytest.mark.skipif(not has_chromium(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_learn_plays_three_cases(server):
+    """A learner answers and reveals three cases; the revealed state is saved as a screenshot."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page.goto(f"{server}/learn")
+        for n in (1, 2, 3):
+            expect(page.get_by_text(f"Case {n} of")).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("Ground truth:")).to_have_count(0, timeout=60_000)  # nothing before Reveal
+            page.get_by_text("Melanocytic nevi (nv)").first.click()
+            page.get_by_role("button", name="Reveal").click()
+            expect(page.get_by_text("Ground truth:")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Teaching note")).to_be_visible(timeout=180_000)
+            expect(page.get_by_text(f"Your score ({n} case")).to_be_visible(timeout=60_000)
+            if n == 3:
+                expect(page.get_by_text("Download this session (CSV)")).to_be_visible(timeout=60_000)
+                page.screenshot(path=str(ARTIFACTS / "learn_revealed.png"), full_page=True)
+            else:
+                page.get_by_role("button", name="Next case").click()
+        text = page.inner_text("body")
+        browser.close()
+    assert "Traceback" not in text and "HAM10000" in text
