@@ -8,11 +8,12 @@ import streamlit as st
 
 from core.classes import FULL_NAMES
 from core.data.preprocess import ImageError, load_image
-from core.explain.heatmaps import METHOD_LABELS, explain
+from core.explain.heatmaps import explain
 from core.models.checkpoint import CheckpointError
 from core.models.loader import load_model
 from core.paths import PROJECT_ROOT, weights_dir
 from core.predict import predict_image
+from core.serving import ModelWorkPool
 from core.report import DATA_CREDIT, DISCLAIMER
 
 log = logging.getLogger("dermadistill.app")
@@ -48,21 +49,32 @@ def float_counterpart(classifier):
     return model
 
 
-def explanation_for(classifier, model_name, key, image, method, target):
-    """Heatmap result, cached in this session per image, model, method and target (a class code)."""
-    cache = st.session_state.setdefault("explanations", {})
-    cache_key = (key, model_name, classifier.sha256, method, target)
-    if cache_key not in cache:
-        bar = st.progress(0.0, text=f"{METHOD_LABELS[method]} ...") if method != "gradcam" else None
-        progress = (lambda d, t: bar.progress(d / t, text=f"{METHOD_LABELS[method]}: {d}/{t}")) if bar else None
-        e = explain(classifier, image, method, target=target, progress=progress,
-                    float_classifier=float_counterpart(classifier))
-        if bar:
-            bar.empty()
-        if len(cache) > 60:  # bounded per session
-            cache.pop(next(iter(cache)))
-        cache[cache_key] = e
-    return cache[cache_key]
+@st.cache_resource
+def work_pool() -> ModelWorkPool:
+    """The process-wide pool for model work, shared by every session (see core.serving)."""
+    return ModelWorkPool()
+
+
+def request_explanation(classifier, key, image, method, target):
+    """(job, future) of an explanation, computed once for all sessions per image, model, method and target."""
+    job = ("explain", key, classifier.sha256, method, target, image.size)
+    future = work_pool().submit(job, explain, classifier, image, method, target=target,
+                                float_classifier=float_counterpart(classifier))
+    return job, future
+
+
+def await_result(job, future):
+    """Wait for a pool job; if this script run is interrupted (rerun, browser gone) release the job."""
+    try:
+        return future.result()
+    except BaseException:
+        work_pool().release(job)
+        raise
+
+
+def explanation_for(classifier, key, image, method, target):
+    """An explanation (class code `target`), waited for."""
+    return await_result(*request_explanation(classifier, key, image, method, target))
 
 
 def disclaimer():
@@ -81,24 +93,19 @@ def read_upload(name: str, data: bytes):
         return None, f"{name}: {exc}"
 
 
-def analysed(name: str, data: bytes, classifier):
-    """(image key, image, prediction) or (key, None, message), cached in the session per image and model."""
+def analysed(name: str, data: bytes, classifier, tta=None):
+    """(image key, image, prediction) or (key, None, message); predictions are computed in the shared pool,
+    once per image, model and inference mode for all sessions."""
     key = image_key(data)
-    cache = st.session_state.setdefault("predictions", {})
-    entry = (key, classifier.sha256)
-    if entry not in cache:
-        image, problem = read_upload(name, data)
-        if problem:  # refusals are quick and name the file: not cached
-            return key, None, problem
-        cache[entry] = (image, predict_image(classifier, image))
-        if len(cache) > 200:  # bounded per session
-            cache.pop(next(iter(cache)))
-    image, prediction = cache[entry]
-    return key, image, prediction
+    image, problem = read_upload(name, data)
+    if problem:  # refusals are quick and name the file
+        return key, None, problem
+    job = ("predict", key, classifier.sha256, tta)
+    return key, image, await_result(job, work_pool().submit(job, predict_image, classifier, image, tta=tta))
 
 
 def image_key(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+    return hashlib.sha256(data).hexdigest()
 
 
 def gallery_items() -> list:

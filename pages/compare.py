@@ -7,11 +7,9 @@ import streamlit as st
 
 from core.bench import run_bench
 from core.classes import CLASSES, FULL_NAMES
-from core.explain.heatmaps import explain
 from core.models.loader import SHIPPED, read_manifest
-from core.predict import predict_image
-from pages.common import (UPLOAD_TYPES, data_credit, disclaimer, float_counterpart, gallery_items, get_model,
-                          guarded, image_key, read_upload)
+from pages.common import (UPLOAD_TYPES, analysed, data_credit, disclaimer, explanation_for, gallery_items, get_model,
+                          guarded, read_upload)
 
 SUMMARY = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
@@ -98,17 +96,12 @@ def side_by_side():
             if error:
                 st.error(error)
                 continue
-            p = predict_image(classifier, image)
+            key, _, p = analysed(name, data, classifier)
             labels[model_name] = p.label
             st.write(f"{p.full_name} — {p.confidence:.0%}" + (" · uncertain" if p.uncertain else ""))
             for method in ("gradcam", "scorecam"):
-                key = (image_key(data), model_name, classifier.sha256, method)
-                cache = st.session_state.setdefault("compare-xai", {})
-                if key not in cache:
-                    with st.spinner(f"{method} on {model_name} ..."):
-                        cache[key] = explain(classifier, image, method, target=p.label,
-                                             float_classifier=float_counterpart(classifier))
-                e = cache[key]
+                with st.spinner(f"{method} on {model_name} ..."):
+                    e = explanation_for(classifier, key, image, method, p.label)
                 st.image(e.overlay, caption=f"{'Grad-CAM' if method == 'gradcam' else 'Score-CAM'} · {e.seconds:.1f} s",
                          width="stretch")
     if labels:

@@ -12,9 +12,10 @@ from core.classes import CLASSES, FULL_NAMES
 from core.explain.heatmaps import METHOD_LABELS, overlay_heatmap
 from core.models.loader import read_manifest
 from core.report import build_pdf_report
-from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, data_credit, disclaimer, explanation_for,
-                          gallery_items, get_model, guarded)
+from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer,
+                          gallery_items, get_model, guarded, request_explanation)
 
+METHODS = ("gradcam", "scorecam", "lime")
 MAX_WORKING_SIDE = 1024  # very large photos are explained on a downscaled copy
 
 
@@ -71,10 +72,13 @@ def detail(name, key, image, prediction, classifier, model_name):
     work = working_copy(image)
     cols = st.columns(4)
     cols[0].image(work, caption="Original", width="stretch")
+    # All three are queued at once in the shared pool; each fills its own column when ready.
+    requests = {m: request_explanation(classifier, key, work, m, target) for m in METHODS}
     overlays = {}
-    for col, method in zip(cols[1:], ("gradcam", "scorecam", "lime")):
+    for col, method in zip(cols[1:], METHODS):
         with col:
-            e = explanation_for(classifier, model_name, key, work, method, target)
+            with st.spinner(f"{METHOD_LABELS[method]} ..."):
+                e = await_result(*requests[method])
             overlay = overlay_heatmap(work, e.heatmap, opacity, e.outline)
             overlays[METHOD_LABELS[method]] = overlay
             st.image(overlay, caption=f"{METHOD_LABELS[method]} · {e.seconds:.1f} s", width="stretch")
@@ -85,7 +89,7 @@ def detail(name, key, image, prediction, classifier, model_name):
     manifest = read_manifest().get("models", {}).get(model_name, {})
     pdf = build_pdf_report(work, name, prediction, overlays, model_name, classifier.sha256,
                            manifest.get("date", ""), now=dt.datetime.now(dt.timezone.utc))
-    st.download_button("Download PDF report", pdf, file_name=f"dermadistill-report-{key}.pdf",
+    st.download_button("Download PDF report", pdf, file_name=f"dermadistill-report-{key[:16]}.pdf",
                        mime="application/pdf", key=f"pdf-{key}")
 
 
@@ -108,6 +112,11 @@ def render():
         return
     for warning in classifier.warnings:
         st.warning(warning)
+    default_tta = bool(classifier.calibration.get("tta", False))
+    tta = st.toggle("Test-time augmentation (average of 8 flips and rotations)", value=default_tta,
+                    key=f"tta-{model_name}",
+                    help=f"{'On' if default_tta else 'Off'} by default for this model, as chosen on the validation "
+                         "split. Explanations always show the single, unaugmented image.")
     uploads = st.file_uploader("Upload dermoscopic images (JPEG or PNG)", type=UPLOAD_TYPES,
                                accept_multiple_files=True)
     gallery = gallery_items()
@@ -121,7 +130,7 @@ def render():
         return
     rows = []
     for name, data in inputs:
-        key, image, result = analysed(name, data, classifier)
+        key, image, result = analysed(name, data, classifier, tta=tta)
         if image is None:
             st.error(f"Could not use {result}")
             continue

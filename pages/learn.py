@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.classes import CLASSES, FULL_NAMES
+from core.classes import FULL_NAMES
 from core.data.preprocess import load_image
 from core.explain.heatmaps import METHOD_LABELS, overlay_heatmap
 from core.explain.scores import load_mask
@@ -48,7 +48,7 @@ def maps_for(classifier, key, image, target, mask, opacity):
     """{method label: overlay} for one target class, with the reference lesion border when known."""
     out = {}
     for method in METHODS:
-        e = explanation_for(classifier, MODEL, key, image, method, target)
+        e = explanation_for(classifier, key, image, method, target)
         out[METHOD_LABELS[method]] = overlay_heatmap(image, e.heatmap, opacity, e.outline, mask)
     return out
 

@@ -111,3 +111,26 @@ def test_road_faithfulness_is_finite(models):
     e = explain(models["student"], IMAGE, "gradcam")
     score = road_faithfulness(models["student"], IMAGE, e.heatmap, 0)
     assert np.isfinite(score) and -1 <= score <= 1
+
+
+def test_vectorised_lime_resize_keeps_the_top_superpixels(monkeypatch):
+    """LIME resizes its perturbed views in one batched call; with the same seed it finds the same top
+    superpixels as the per-sample PIL resize it replaced (shipped student, a gallery image)."""
+    import torch
+
+    from core.data.preprocess import resize_uint8, to_model_tensor
+    from core.explain import heatmaps
+    from tests.conftest import ROOT
+
+    student = load_model("student", root=ROOT / "weights")
+    image = Image.open(sorted((ROOT / "assets" / "gallery").glob("*.jpg"))[3]).convert("RGB")
+    fast = explain(student, image, "lime", num_samples=300)
+
+    def per_sample_pil(batch, cfg):
+        arr = np.stack([resize_uint8(Image.fromarray(b.astype(np.uint8)), cfg.img_size) for b in batch])
+        return to_model_tensor(torch.from_numpy(arr), cfg.mean, cfg.std)
+
+    monkeypatch.setattr(heatmaps, "lime_batch_to_model", per_sample_pil)
+    reference = explain(student, image, "lime", num_samples=300)
+    assert fast.settings["top_segments"][:3] == reference.settings["top_segments"][:3]
+    assert np.corrcoef(fast.heatmap.ravel(), reference.heatmap.ravel())[0, 1] > 0.95

@@ -1,0 +1,110 @@
+"""Model work for a multi-user server: one bounded worker pool per process and a shared result cache.
+
+Twenty sessions each running torch and ONNX Runtime on every core thrash a small machine; here all
+model work goes through `ModelWorkPool.submit`, which runs at most `workers` jobs at once (one per
+core, torch at one intra-op thread each), so concurrent sessions queue instead of fighting.
+Identical requests share one computation and, once done, one cached result (bounded LRU), keyed by
+what determines the answer: image sha256, model sha256, method, target and settings. The cache is
+bounded by bytes (arrays and images a result holds), so memory stays flat under load. A waiter
+that goes away (`release`) cancels a job nobody else waits for before it starts.
+"""
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+class ModelWorkPool:
+    def __init__(self, workers: int = None, cache_bytes: int = 256 * 2**20, threads_per_worker: int = 1):
+        self.workers = workers or os.cpu_count() or 1
+        torch.set_num_threads(threads_per_worker)  # once, for the whole process
+        self.threads_per_worker = threads_per_worker
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="model-work")
+        self._lock = threading.Lock()
+        self._done = OrderedDict()  # key -> (result, bytes), least recently used first
+        self._running = {}  # key -> (future, number of waiters)
+        self.cache_bytes, self._cached_bytes = cache_bytes, 0
+        self.hits = self.computed = self.cancelled = 0
+
+    def submit(self, key, fn, *args, **kwargs) -> Future:
+        """A future of fn(*args, **kwargs), shared with any identical request (same key)."""
+        with self._lock:
+            if key in self._done:
+                self._done.move_to_end(key)
+                self.hits += 1
+                future = Future()
+                future.set_result(self._done[key][0])
+                return future
+            if key in self._running:
+                future, waiters = self._running[key]
+                self._running[key] = (future, waiters + 1)
+                return future
+            future = self._executor.submit(self._run, key, fn, args, kwargs)
+            self._running[key] = (future, 1)
+            return future
+
+    def _run(self, key, fn, args, kwargs):
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._running.pop(key, None)
+            raise
+        with self._lock:
+            self._running.pop(key, None)
+            size = result_bytes(result)
+            self._done[key] = (result, size)
+            self._cached_bytes += size
+            self.computed += 1
+            while self._cached_bytes > self.cache_bytes and len(self._done) > 1:
+                self._cached_bytes -= self._done.popitem(last=False)[1][1]
+        return result
+
+    def release(self, key) -> None:
+        """The caller stopped waiting (its browser went away or it moved on): a queued job that no one
+        else waits for is cancelled rather than computed."""
+        with self._lock:
+            if key not in self._running:
+                return
+            future, waiters = self._running[key]
+            if waiters > 1:
+                self._running[key] = (future, waiters - 1)
+            elif future.cancel():
+                self._running.pop(key)
+                self.cancelled += 1
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"workers": self.workers, "cached": len(self._done), "cached_bytes": self._cached_bytes, "running_or_queued": len(self._running),
+                    "hits": self.hits, "computed": self.computed, "cancelled": self.cancelled}
+
+
+def result_bytes(result) -> int:
+    """Approximate memory of a result: its numpy arrays and PIL images (plus 1 KB for the rest)."""
+    parts = vars(result).values() if hasattr(result, "__dict__") else [result]
+    total = 1024
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            total += part.nbytes
+        elif isinstance(part, Image.Image):
+            total += part.width * part.height * len(part.getbands())
+    return total
+
+
+def wait_for(pool: ModelWorkPool, key, fn, *args, **kwargs):
+    """Submit and wait; if the waiting thread is interrupted (a Streamlit rerun or a closed browser
+    raises in it), the job is released so that an abandoned request is not computed."""
+    future = pool.submit(key, fn, *args, **kwargs)
+    try:
+        return future.result()
+    except BaseException:
+        pool.release(key)
+        raise
