@@ -69,14 +69,16 @@ def bench_explanations(models=("teacher", "student", "quantized"), threads: int 
     from PIL import Image
 
     from core.explain.heatmaps import METHODS, explain
-    from core.models.loader import load_with_counterpart
+    from core.models.loader import load_with_counterpart, with_batch_runtime
     from core.paths import PROJECT_ROOT
 
     torch.set_num_threads(threads)
     image = Image.open(sorted((PROJECT_ROOT / "assets" / "gallery").glob("*.jpg"))[0]).convert("RGB")
     out = {}
     for name in models:
-        classifier, counterpart = load_with_counterpart(name)
+        classifier, counterpart = load_with_counterpart(name.removesuffix("_ort"))
+        if name.endswith("_ort"):  # LIME samples and Score-CAM masks through the ONNX Runtime twin
+            with_batch_runtime(classifier)
         out[name] = {}
         for method in METHODS:
             if progress:
@@ -122,6 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=100, help="timed batch-1 runs per model (>= 50)")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--xai", action="store_true", help="time the explanation methods instead")
+    p.add_argument("--xai-models", default="teacher,student,student_ort,quantized",
+                   help="with --xai; student_ort: the student with LIME/Score-CAM passes in ONNX Runtime")
     a = p.parse_args(argv)
     if a.runs < 50:
         print("error: --runs must be >= 50", file=sys.stderr)
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
     say = lambda what: print(f"benchmarking {what} ...", file=sys.stderr)  # noqa: E731
     try:
         if a.xai:
-            result = bench_explanations([n for n in names if n != "student_ort_fp32"], a.threads, progress=say)
+            result = bench_explanations(a.xai_models.split(","), a.threads, progress=say)
         else:
             result = run_bench(names, a.threads, a.runs, progress=say)
     except (CheckpointError, KeyError) as exc:

@@ -30,12 +30,14 @@ PROMOTED = ("student", "quantized")
 
 def training_command(config: dict) -> str:
     """The exact `python -m core.train` command line that reproduces a run's config.json."""
-    flags = ["stage", "data_dir", "epochs", "img_size", "batch_size", "lr", "weight_decay", "alpha", "beta",
-             "gamma", "temperature", "label_smoothing", "balance_power", "ema_decay", "seed"]
+    flags = ["stage", "data_dir", "epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "alpha",
+             "beta", "gamma", "temperature", "label_smoothing", "balance_power", "ema_decay", "seed"]
     parts = ["python -m core.train"]
     for key in flags:
         if config.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {config[key]}")
+    if config.get("pretrained") is False:
+        parts.append("--no-pretrained")
     if config.get("teacher"):
         parts.append(f"--teacher {config['teacher']}")
     parts.append(f"--out {config['out']}")
@@ -57,6 +59,7 @@ def model_entry(path: Path, classifier, report: dict, command: str, split: dict)
         "seed": split["seed"],
         "split_fingerprint": split_fingerprint(split),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "pretrained": classifier.config.pretrained,
         "calibration": classifier.calibration,
         "test": report,
     }

@@ -22,6 +22,7 @@ from core.classes import CLASSES
 from core.data.ham10000 import load_ham10000
 from core.data.split import load_split, split_fingerprint
 from core.evaluation.report import SUMMARY
+from core.models.checkpoint import read_checkpoint
 from core.paths import resolve_data_dir, weights_dir
 from core.promotion import evaluate_entry, training_command
 from core.quantization.build import build_quantized, quantize_command
@@ -50,6 +51,10 @@ def main(argv=None) -> int:
     p.add_argument("--student-run", required=True)
     p.add_argument("--ablation", default="", help="comma-separated run folders of the student ablation")
     p.add_argument("--data-dir")
+    p.add_argument("--scratch-teacher", help="checkpoint of a teacher trained from scratch, evaluated on the same "
+                                             "test split as the 'teacher from scratch' ablation row")
+    p.add_argument("--scratch-teacher-commit", default="",
+                   help="git commit of the code that trained --scratch-teacher, written beside its command")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     data_dir = resolve_data_dir(a.data_dir)
@@ -93,6 +98,16 @@ def main(argv=None) -> int:
                      "params": report["params"],
                      "file_bytes": (run / "best.pt").stat().st_size, "latency_ms_p50": lat["student"],
                      "command": training_command(config)})
+    if a.scratch_teacher:
+        entry = evaluate_entry(Path(a.scratch_teacher), "teacher_scratch", split, records,
+                               training_command(read_checkpoint(a.scratch_teacher)["meta"].get("train_config", {})))
+        arch = entry["arch"]
+        if a.scratch_teacher_commit:
+            entry["command"] = f"git checkout {a.scratch_teacher_commit} && {entry['command']}"
+        rows.append({"name": f"teacher from scratch (no ImageNet weights; {arch}, {entry['input_size']} px)",
+                     "stage": "teacher_scratch",
+                     **{k: entry["test"][k] for k in SUMMARY}, "params": entry["params"],
+                     "file_bytes": entry["file_bytes"], "input_size": entry["input_size"], "command": entry["command"]})
     for name in ("teacher", "quantized"):
         m = models[name]
         rows.append({"name": name if name == "teacher" else "quantized student (int8)", "stage": name,

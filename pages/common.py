@@ -10,7 +10,7 @@ from core.classes import FULL_NAMES
 from core.data.preprocess import ImageError, load_image
 from core.explain.heatmaps import explain
 from core.models.checkpoint import CheckpointError
-from core.models.loader import load_model
+from core.models.loader import load_model, with_batch_runtime
 from core.paths import PROJECT_ROOT, weights_dir
 from core.predict import predict_image
 from core.serving import ModelWorkPool
@@ -25,8 +25,15 @@ MODEL_LABELS = {"student": "Student (distilled, default)", "quantized": "Quantiz
 
 @st.cache_resource(show_spinner="Loading model ...")
 def _cached_model(name: str, version: str):
-    """One instance per process and model version (a promotion changes the version key)."""
-    return load_model(name)
+    """One instance per process and model version (a promotion changes the version key). The student's
+    explanation passes run in its ONNX Runtime twin when it can be built (else in torch)."""
+    classifier = load_model(name)
+    if name == "student":
+        try:
+            with_batch_runtime(classifier)
+        except Exception:  # an export problem costs speed, never the answer
+            log.exception("no ONNX Runtime twin for %s; explanations run in torch", name)
+    return classifier
 
 
 def get_model(name: str):

@@ -134,3 +134,19 @@ def test_vectorised_lime_resize_keeps_the_top_superpixels(monkeypatch):
     reference = explain(student, image, "lime", num_samples=300)
     assert fast.settings["top_segments"][:3] == reference.settings["top_segments"][:3]
     assert np.corrcoef(fast.heatmap.ravel(), reference.heatmap.ravel())[0, 1] > 0.95
+
+
+def test_onnx_runtime_twin_keeps_the_maps(tmp_path, monkeypatch):
+    """Score-CAM and LIME through the student's ONNX Runtime twin give the eager path's maps."""
+    from core.models.loader import with_batch_runtime
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("DERMADISTILL_CACHE", str(tmp_path))
+    image = Image.open(sorted((ROOT / "assets" / "gallery").glob("*.jpg"))[5]).convert("RGB")
+    eager = load_model("student", root=ROOT / "weights")
+    fast = with_batch_runtime(load_model("student", root=ROOT / "weights"))
+    assert fast.batch_session is not None and list(tmp_path.glob("onnx/*.onnx"))
+    a, b = (explain(c, image, "scorecam") for c in (eager, fast))
+    assert np.abs(a.heatmap - b.heatmap).max() < 0.02
+    a, b = (explain(c, image, "lime", num_samples=300) for c in (eager, fast))
+    assert a.settings["top_segments"][:3] == b.settings["top_segments"][:3]

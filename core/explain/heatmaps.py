@@ -5,7 +5,9 @@ carries hooks and two explanations in two threads cannot see each other's activa
 parameters are frozen; gradients flow from a requires-grad input instead, so no .grad is left.
 The int8 ONNX model has no gradients: Grad-CAM runs on its fp32 counterpart (and says so);
 Score-CAM takes activation maps from the fp32 counterpart and scores every masked input with the
-int8 model itself; LIME runs on the int8 model directly.
+int8 model itself; LIME runs on the int8 model directly. A torch model with an ONNX Runtime twin
+attached (`core.models.loader.with_batch_runtime`) likewise scores Score-CAM's masked inputs and
+LIME's samples in ONNX Runtime, the fastest runtime measured; Grad-CAM always runs on torch.
 """
 
 import copy
@@ -77,19 +79,20 @@ class _CallCounter(torch.nn.Module):
         return out
 
 
-class _Int8Scorer(torch.nn.Module):
-    """First call: fp32 model (so CAM hooks capture activation maps). Later calls: the int8 model."""
+class _RuntimeScorer(torch.nn.Module):
+    """First call: the torch model (so CAM hooks capture activation maps). Later calls, the masked
+    inputs: the classifier's batched runtime (the int8 model, or the fp32 model's ONNX Runtime twin)."""
 
-    def __init__(self, float_module, int8_classifier):
+    def __init__(self, float_module, classifier):
         super().__init__()
-        self.float_module, self.int8 = float_module, int8_classifier
+        self.float_module, self.classifier = float_module, classifier
         self.captured = False
 
     def forward(self, x):
         if not self.captured:
             self.captured = True
             return self.float_module(x)
-        return self.int8.logits(x.detach())
+        return self.classifier.batch_logits(x.detach())
 
 
 def _cam_model(classifier, float_classifier, method):
@@ -119,8 +122,8 @@ def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, bat
     layers = hybrid.cam_target_layers()
     model = module
     if method == "scorecam":
-        if classifier.module is None:
-            model = _Int8Scorer(module, classifier)
+        if classifier.module is None or classifier.batch_session is not None:
+            model = _RuntimeScorer(module, classifier)
         calls = 1 + sum(-(-c // batch_size) for c in _layer_channels(hybrid, layers, x))
         model = _CallCounter(model, calls, progress)
     else:
@@ -195,7 +198,7 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     calls = {"n": 0}
 
     def classifier_fn(batch):
-        logits = classifier.logits(lime_batch_to_model(batch, cfg)).float()
+        logits = classifier.batch_logits(lime_batch_to_model(batch, cfg)).float()
         calls["n"] += 1
         if progress:
             progress(min(calls["n"], total), total)

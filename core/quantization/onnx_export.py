@@ -162,3 +162,14 @@ def ort_session(path, threads: int = 0):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def cached_fp32_export(model, config: ModelConfig, sha256: str, root) -> Path:
+    """fp32 ONNX twin of a checkpoint (identified by its sha256), exported once into `root` and reused."""
+    path = Path(root) / f"{sha256[:32]}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.onnx")
+        export_onnx(model, config, tmp)
+        os.replace(tmp, path)
+    return path
