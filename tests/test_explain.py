@@ -150,3 +150,17 @@ def test_onnx_runtime_twin_keeps_the_maps(tmp_path, monkeypatch):
     assert np.abs(a.heatmap - b.heatmap).max() < 0.02
     a, b = (explain(c, image, "lime", num_samples=300) for c in (eager, fast))
     assert a.settings["top_segments"][:3] == b.settings["top_segments"][:3]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam", "lime"])
+def test_maps_depend_on_the_weights_and_the_class(method):
+    """Adebayo et al. 2018: randomised weights and another explained class both change the map (shipped
+    student: the tiny fixture model is too untrained for its classes to differ)."""
+    from core.explain.sanity import sanity_checks
+    from tests.conftest import ROOT
+
+    student = load_model("student", root=ROOT / "weights")
+    image = Image.open(sorted((ROOT / "assets" / "gallery").glob("*.jpg"))[5]).convert("RGB")
+    result = sanity_checks(student, image, method, **FAST[method])
+    assert abs(result["randomized_weights_rank_corr"]) < 0.5, result
+    assert result["other_class_rank_corr"] < 0.95, result

@@ -114,12 +114,13 @@ def _cam_model(classifier, float_classifier, method):
     return module, module.model, notes
 
 
-def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, batch_size=None):
+def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, batch_size=None, layers=None):
+    """`layers`: module names inside the hybrid model (default: the model's own `cam_target_layers`)."""
     method = "gradcam" if cam_cls is GradCAM else "scorecam"
     module, hybrid, notes = _cam_model(classifier, float_classifier, method)
     cfg = classifier.config
     x = preprocess(image, cfg.img_size, cfg.mean, cfg.std)
-    layers = hybrid.cam_target_layers()
+    layers = [hybrid.get_submodule(n) for n in layers] if layers else hybrid.cam_target_layers()
     model = module
     if method == "scorecam":
         if classifier.module is None or classifier.batch_session is not None:
@@ -164,12 +165,13 @@ def _layer_name(hybrid, layer) -> str:
     return type(layer).__name__
 
 
-def explain_gradcam(classifier, image, target, progress=None, float_classifier=None):
-    return _run_cam(GradCAM, classifier, image, target, float_classifier, progress)
+def explain_gradcam(classifier, image, target, progress=None, float_classifier=None, layers=None):
+    return _run_cam(GradCAM, classifier, image, target, float_classifier, progress, layers=layers)
 
 
-def explain_scorecam(classifier, image, target, progress=None, float_classifier=None, batch_size=64):
-    return _run_cam(ScoreCAM, classifier, image, target, float_classifier, progress, batch_size=batch_size)
+def explain_scorecam(classifier, image, target, progress=None, float_classifier=None, batch_size=64, layers=None):
+    return _run_cam(ScoreCAM, classifier, image, target, float_classifier, progress, batch_size=batch_size,
+                    layers=layers)
 
 
 def lime_batch_to_model(batch: np.ndarray, cfg) -> torch.Tensor:
@@ -180,8 +182,15 @@ def lime_batch_to_model(batch: np.ndarray, cfg) -> torch.Tensor:
     return to_model_tensor(x.clamp_(0, 255).round_(), cfg.mean, cfg.std)
 
 
+LIME_HIDE = {  # what a switched-off superpixel becomes
+    "black": lambda view: 0,
+    "image_mean": lambda view: tuple(float(v) for v in view.reshape(-1, 3).mean(axis=0)),
+    "segment_mean": lambda view: None,  # lime's own default: each superpixel's mean colour
+}
+
+
 def explain_lime(classifier, image, target, progress=None, float_classifier=None, num_samples=600,
-                 n_segments=40, seed=0, batch_size=100):
+                 n_segments=40, seed=0, batch_size=100, hide="black"):
     """LIME over SLIC superpixels.
 
     SLIC rather than quickshift: dermoscopic lesions are smooth colour regions with soft borders,
@@ -207,7 +216,8 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     segmenter = SegmentationAlgorithm("slic", n_segments=n_segments, compactness=10, sigma=1, start_label=0,
                                       random_seed=seed)
     explainer = lime_image.LimeImageExplainer(random_state=seed)
-    exp = explainer.explain_instance(view, classifier_fn, labels=(target,), top_labels=None, hide_color=0,
+    exp = explainer.explain_instance(view, classifier_fn, labels=(target,), top_labels=None,
+                                     hide_color=LIME_HIDE[hide](view),
                                      num_samples=num_samples, batch_size=batch_size, segmentation_fn=segmenter,
                                      random_seed=seed)
     weights = dict(exp.local_exp[target])
@@ -215,7 +225,7 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     heat = segment_weights[exp.segments]
     heat = heat / heat.max() if heat.max() > 0 else heat
     top = [int(s) for s, w in sorted(weights.items(), key=lambda kv: -kv[1]) if w > 0][:5]
-    settings = {"seed": seed, "num_samples": num_samples,
+    settings = {"seed": seed, "num_samples": num_samples, "hide": hide,
                 "segmentation": f"slic(n_segments={n_segments}, compactness=10, sigma=1)",
                 "top_segments": top}
     return heat.astype(np.float32), settings, [], exp.segments, top

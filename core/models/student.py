@@ -66,5 +66,10 @@ class HybridCNNEfficientNet(HybridNet):
         averages the per-layer maps."""
         return [self.stage_maps[1], self.stage_maps[2]]
 
+    def cam_layer_candidates(self) -> dict:
+        """Target-layer sets that `core.explain.search` compares: each stage's fused map, and combinations."""
+        names = [f"stage_maps.{k}" for k in range(len(self.stage_maps))]
+        return {**{name: [name] for name in names}, "last two": names[-2:], "all": names}
+
     def cam_reshape_transform(self):
         return None

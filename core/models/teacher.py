@@ -112,5 +112,11 @@ class LiteConvNeXtViT(HybridNet):
         """Grad-CAM layers: the trunk's stride-16 map and the last ViT block (tokens on the stride-16 grid)."""
         return [self.trunk.blocks[4], self.vit_blocks[-1]]
 
+    def cam_layer_candidates(self) -> dict:
+        """Target-layer sets that `core.explain.search` compares."""
+        vit = f"vit_blocks.{len(self.vit_blocks) - 1}"
+        return {"trunk s8": ["trunk.blocks.2"], "trunk s16": ["trunk.blocks.4"], "trunk s32": ["trunk.blocks.6"],
+                "vit": [vit], "trunk s16 + vit": ["trunk.blocks.4", vit], "convnext s32": ["convnext"]}
+
     def cam_reshape_transform(self):
         return tokens_to_map(self.grid)
