@@ -39,6 +39,7 @@ def _cached_model(name: str, version: str):
 def get_model(name: str):
     """(classifier, None) or (None, clear error message). A promotion rewrites the manifest, which changes
     the cache key (its modification time and size), so the new version is loaded once."""
+    work_pool()  # first: it sets the thread counts that the models' ONNX Runtime sessions then take
     manifest = weights_dir() / "manifest.json"
     stat = manifest.stat() if manifest.is_file() else None
     version = f"{stat.st_mtime_ns}-{stat.st_size}" if stat else "unversioned"

@@ -40,6 +40,17 @@ def private_cache(tmp_path_factory):
     yield path
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """The app's model-work pool sets torch to one thread per worker for its process; in the test process
+    that must not slow every later test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data() -> Path:
     return FIXTURE
