@@ -20,8 +20,9 @@ def _latin1(text: str) -> str:
 
 
 def build_pdf_report(image, file_label: str, prediction, explanations: dict, model_name: str, model_sha256: str,
-                     model_version: str = "", now=None) -> bytes:
-    """PDF bytes. `explanations`: method label -> PIL overlay image (missing ones are skipped)."""
+                     model_version: str = "", now=None, settings: dict = None) -> bytes:
+    """PDF bytes. `explanations`: method label -> PIL overlay image (missing ones are skipped);
+    `settings`: method label -> the settings it was made with, listed under the maps."""
     now = now or dt.datetime.now(dt.timezone.utc)
     pdf = FPDF(format="A4")
     pdf.set_auto_page_break(auto=True, margin=15)
@@ -62,6 +63,9 @@ def build_pdf_report(image, file_label: str, prediction, explanations: dict, mod
         pdf.cell(width, 5, _latin1(label))
         pdf.image(panel.convert("RGB"), x=x, y=y + 6, w=width, h=height)
     pdf.set_y(y + height + 10)
+    pdf.set_font("helvetica", size=8)
+    for label, text in (settings or {}).items():
+        pdf.multi_cell(0, 4, _latin1(f"{label}: {text}"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("helvetica", "I", 8)
     pdf.multi_cell(0, 4, _latin1(DISCLAIMER + " " + DATA_CREDIT), new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())

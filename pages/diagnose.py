@@ -9,7 +9,7 @@ import streamlit as st
 from PIL import Image
 
 from core.classes import CLASSES, FULL_NAMES
-from core.explain.heatmaps import METHOD_LABELS, overlay_heatmap
+from core.explain.heatmaps import METHOD_LABELS, describe_settings, overlay_heatmap
 from core.models.loader import read_manifest
 from core.report import build_pdf_report
 from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer,
@@ -74,21 +74,24 @@ def detail(name, key, image, prediction, classifier, model_name):
     cols[0].image(work, caption="Original", width="stretch")
     # All three are queued at once in the shared pool; each fills its own column when ready.
     requests = {m: request_explanation(classifier, key, work, m, target) for m in METHODS}
-    overlays = {}
+    overlays, settings = {}, {}
     for col, method in zip(cols[1:], METHODS):
         with col:
             with st.spinner(f"{METHOD_LABELS[method]} ..."):
                 e = await_result(*requests[method])
             overlay = overlay_heatmap(work, e.heatmap, opacity, e.outline)
             overlays[METHOD_LABELS[method]] = overlay
+            settings[METHOD_LABELS[method]] = describe_settings(method, e.settings)
             st.image(overlay, caption=f"{METHOD_LABELS[method]} · {e.seconds:.1f} s", width="stretch")
+            st.caption(settings[METHOD_LABELS[method]])
             for note in e.notes:
                 st.caption(note)
     st.caption("Warm colours: regions that raised the score of the explained class. LIME outlines its top "
                "superpixels in white. Explanations show what the model used, not where the pathology is.")
     manifest = read_manifest().get("models", {}).get(model_name, {})
     pdf = build_pdf_report(work, name, prediction, overlays, model_name, classifier.sha256,
-                           manifest.get("date", ""), now=dt.datetime.now(dt.timezone.utc))
+                           manifest.get("date", ""), now=dt.datetime.now(dt.timezone.utc),
+                           settings=settings)
     st.download_button("Download PDF report", pdf, file_name=f"dermadistill-report-{key[:16]}.pdf",
                        mime="application/pdf", key=f"pdf-{key}")
 

@@ -231,6 +231,14 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     return heat.astype(np.float32), settings, [], exp.segments, top
 
 
+def describe_settings(method: str, settings: dict) -> str:
+    """One line naming the settings an explanation was made with (for captions and reports)."""
+    if method == "lime":
+        return (f"{settings.get('segmentation', '')}, {settings.get('num_samples')} samples, hidden superpixels "
+                f"{settings.get('hide', 'black').replace('_', ' ')}, seed {settings.get('seed')}")
+    return "target layers " + " + ".join(settings.get("target_layers", []))
+
+
 METHODS = {"gradcam": explain_gradcam, "scorecam": explain_scorecam, "lime": explain_lime}
 METHOD_LABELS = {"gradcam": "Grad-CAM", "scorecam": "Score-CAM", "lime": "LIME"}
 
