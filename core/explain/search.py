@@ -7,7 +7,8 @@ masks (never the test split): lesion overlap (energy in lesion / lesion area, po
 faithfulness, and seconds. Grad-CAM and Score-CAM try the model's candidate target layers, single and
 combined; LIME tries the hidden-superpixel colour (black, image mean, superpixel mean), SLIC segment
 count and sample count. The best setting per method maximises pointing game + energy ratio + 10 x ROAD
-(the three on comparable scales); ties go to the cheaper setting.
+(the three on comparable scales); ties go to the cheaper setting. The chosen settings then get the
+sanity checks of Adebayo et al. (rank correlation with the map of randomised weights and of another class).
 """
 
 import argparse
@@ -22,10 +23,12 @@ from core.data.ham10000 import DatasetError, find_mask, load_ham10000
 from core.data.preprocess import load_image
 from core.data.split import recompute_split
 from core.explain.heatmaps import LIME_HIDE, explain
+from core.explain.sanity import sanity_checks
 from core.explain.scores import lesion_overlap, load_mask, road_faithfulness
 from core.models.loader import load_with_counterpart, read_manifest
 from core.paths import resolve_data_dir
 
+SANITY_IMAGES = 6  # Adebayo checks on the chosen settings: randomised weights, another class
 LIME_GRID = {"hide": tuple(LIME_HIDE), "n_segments": (30, 50), "num_samples": (300, 600)}
 
 
@@ -78,7 +81,11 @@ def search(data_dir, model="student", n: int = 12, split_name: str = "val", prog
             if progress:
                 progress(method, settings)
         best = max(rows, key=lambda r: (round(r["score"], 3), -r["seconds"]))
-        results[method] = {"candidates": rows, "chosen": best["settings"]}
+        sanity = [sanity_checks(classifier if classifier.module is not None else counterpart,
+                                load_image(r.path), method, **best["settings"]) for r in picked[:SANITY_IMAGES]]
+        results[method] = {"candidates": rows, "chosen": best["settings"],
+                           "sanity": {k: float(np.mean([x[k] for x in sanity])) for k in
+                                      ("randomized_weights_rank_corr", "other_class_rank_corr")}}
     return {"model": model, "split": split_name, "n_images": len(picked), "results": results}
 
 
@@ -100,7 +107,8 @@ def main(argv=None) -> int:
         with open(a.json_out, "w") as f:
             f.write(text)
     for method, r in result["results"].items():
-        print(f"\n{method}: chosen {r['chosen']}")
+        print(f"\n{method}: chosen {r['chosen']}; rank correlation with randomised weights "
+              f"{r['sanity']['randomized_weights_rank_corr']:+.2f}, with another class {r['sanity']['other_class_rank_corr']:+.2f}")
         for row in r["candidates"]:
             print(f"  {json.dumps(row['settings'])}: energy ratio {row['energy_ratio']:.2f}, pointing "
                   f"{row['pointing_game']:.2f}, ROAD {row['faithfulness']:+.3f}, {row['seconds']:.2f} s")
