@@ -1,22 +1,38 @@
 """End to end in a real browser: `streamlit run app.py` driven by Playwright in Debian's Chromium.
 
-Uploads an image on Diagnose, waits for the prediction and the three overlays, checks the page text
-and saves a screenshot under artifacts/ (gitignored; CI keeps it as an artifact).
+Diagnose (upload, prediction, three overlays), a bookmarked page as the first request after a restart,
+and three Learn cases; screenshots go to artifacts/ (gitignored; CI keeps them as artifacts).
 """
+
+from contextlib import contextmanager
 
 import pytest
 
 from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, has_chromium
 
+needs_chromium = pytest.mark.skipif(not has_chromium(), reason="Debian chromium not installed (.ci/run installs it)")
 
-@pytest.mark.skipif(not has_chromium(), reason="Debian chromium not installed (.ci/run installs it)")
-def test_diagnose_in_a_real_browser(server):
-    from playwright.sync_api import expect, sync_playwright
 
-    image = ROOT / "assets" / "gallery" / sorted(p.name for p in (ROOT / "assets" / "gallery").glob("*.jpg"))[0]
+@contextmanager
+def chromium():
+    """Debian's Chromium driven by Playwright (never a downloaded browser); artifacts/ ready for screenshots."""
+    from playwright.sync_api import sync_playwright
+
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@needs_chromium
+def test_diagnose_in_a_real_browser(server):
+    from playwright.sync_api import expect
+
+    image = ROOT / "assets" / "gallery" / sorted(p.name for p in (ROOT / "assets" / "gallery").glob("*.jpg"))[0]
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.goto(server)
         expect(page.get_by_role("heading", name="Diagnose")).to_be_visible(timeout=60_000)
@@ -28,19 +44,16 @@ def test_diagnose_in_a_real_browser(server):
         expect(page.get_by_text("Download PDF report")).to_be_visible(timeout=60_000)
         text = page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "diagnose.png"), full_page=True)
-        browser.close()
     assert "not a diagnostic device" in text
     assert "Traceback" not in text
 
 
-@pytest.mark.skipif(not has_chromium(), reason="Debian chromium not installed (.ci/run installs it)")
+@needs_chromium
 def test_bookmarked_page_is_the_first_request_after_a_restart(server):
     """A freshly started server whose first visitor opens /compare shows the app's own navigation and frame."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         first = browser.new_page(viewport={"width": 1400, "height": 1000})
         first.goto(f"{server}/compare")
         expect(first.get_by_role("heading", name="Compare models")).to_be_visible(timeout=90_000)
@@ -52,20 +65,17 @@ def test_bookmarked_page_is_the_first_request_after_a_restart(server):
         second.goto(f"{server}/about")
         expect(second.get_by_role("heading", name="About").first).to_be_visible(timeout=60_000)
         nav_second = second.locator("[data-testid=stSidebarNav]").inner_text()
-        browser.close()
     for text in (nav, nav_second):
         assert "Diagnose" in text and "Compare models" in text and "Learn" in text
         assert "common" not in text and "app" not in text.lower().split()
 
 
-@pytest.mark.skipif(not has_chromium(), reason="Debian chromium not installed (.ci/run installs it)")
+@needs_chromium
 def test_learn_plays_three_cases(server):
     """A learner answers and reveals three cases; the revealed state is saved as a screenshot."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
         page.goto(f"{server}/learn")
         for n in (1, 2, 3):
@@ -82,5 +92,4 @@ def test_learn_plays_three_cases(server):
             else:
                 page.get_by_role("button", name="Next case").click()
         text = page.inner_text("body")
-        browser.close()
     assert "Traceback" not in text and "HAM10000" in text
