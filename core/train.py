@@ -1,5 +1,8 @@
 """CLI: train one stage. `python -m core.train --stage mskd_lf --data-dir DIR --out runs/x`.
 
+Several processes, one node or many: `torchrun --standalone --nproc_per_node N -m core.train ...`
+(`python -m torch.distributed.run` is the same launcher); `--batch-size` stays the global batch.
+
 Writes RUN_DIR/config.json, split.json, metrics.jsonl, best.pt, last.pt, report.json and a live
 progress.json (read by the app's Train page). SIGTERM or Ctrl-C stops at the next batch boundary
 and keeps the last good checkpoint.
@@ -45,6 +48,10 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
+    p.add_argument("--drop-rate", type=float, help="head dropout (default: the architecture's)")
+    p.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the architecture's)")
+    p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when present (bf16 autocast), else CPU")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,
@@ -98,6 +105,16 @@ class ProgressWriter:
         self.write()
 
 
+class SilentProgress:
+    """The progress sink of torchrun's worker ranks (rank 0 writes progress.json)."""
+
+    def __call__(self, event, **data):
+        pass
+
+    def finish(self, state, message=""):
+        pass
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = parse_args(argv)
@@ -113,7 +130,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    progress = ProgressWriter(cfg.out)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports and writes
+    progress = ProgressWriter(cfg.out) if main_rank else SilentProgress()
     try:
         report = run_training(cfg, progress, should_stop=lambda: stop["requested"])
     except TrainingStopped as exc:
@@ -127,6 +145,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # keep the run folder's state truthful for the app
         progress.finish("failed", f"{type(exc).__name__}: {exc}")
         raise
+    if report is None:  # a worker rank of a distributed run
+        return 0
     t = report["test"]
     print(json.dumps({"split": "test", **{k: round(t[k], 4) for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}))
     return 0

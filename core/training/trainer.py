@@ -8,13 +8,16 @@ so the CLI can draw bars and the app can read files; nothing here prints.
 import json
 import logging
 import math
+import os
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
 
 from core.classes import CLASSES
 from core.data.augment import AugmentConfig, augment_batch
@@ -31,6 +34,8 @@ from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkp
 from core.models.factory import DEFAULT_CONFIGS, count_params, create_model
 from core.paths import cache_dir, resolve_data_dir
 from core.training.config import TrainConfig, TrainConfigError
+from core.training.distributed import (DistributedContext, any_rank, assert_replicas_identical, barrier,
+                                       close_distributed, init_distributed, local_slice, synchronised_batchnorm)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +68,24 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
 
 
 def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) -> dict:
-    """Train one stage into cfg.out; returns the test report (also written to report.json)."""
+    """Train one stage into cfg.out; returns the test report (also written to report.json).
+
+    Under torchrun every rank calls this; only rank 0 reports progress, writes files and returns the
+    report (the others return None). See core.training.distributed.
+    """
     cfg.validate()
+    ctx = init_distributed(cfg.device)
+    try:
+        with ExitStack() as stack:
+            return _train(cfg, ctx, callback if ctx.is_main else _noop, should_stop, stack)
+    finally:
+        close_distributed(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, stack: ExitStack):
     stage = STAGES[cfg.stage]
+    device = torch.device(ctx.device)
+    on_cuda = device.type == "cuda"
     data_dir = resolve_data_dir(cfg.data_dir)
     teacher_path = resolve_teacher_path(cfg.teacher) if stage.needs_teacher else None
     if teacher_path is not None and not teacher_path.is_file():
@@ -75,38 +95,46 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
         records = records[: cfg.limit]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if threads := cfg.threads:
+    if threads := cfg.threads or (ctx.distributed and max(1, (os.cpu_count() or 1) // ctx.local_world_size)):
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
 
     split_path = out / "split.json"
     if cfg.resume and split_path.is_file():
         split = load_split(split_path)
-    else:
+    else:  # deterministic: every rank computes the same split, rank 0 writes it
         split = lesion_grouped_split(records, seed=cfg.seed, duplicate_of=content_duplicate_groups(records))
-        save_split(split, split_path)
-    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "data_dir": str(data_dir),
-                                                 "teacher": str(teacher_path) if teacher_path else None}, indent=2))
+        if ctx.is_main:
+            save_split(split, split_path)
+    if ctx.is_main:
+        (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "data_dir": str(data_dir), **ctx.describe(),
+                                                     "teacher": str(teacher_path) if teacher_path else None},
+                                                    indent=2))
 
     images = cached_images(records, cfg.img_size, progress=lambda d, t: callback("cache", done=d, total=t))
     labels = np.array([r.label for r in records])
     part = split_indices(records, split)
 
     model_config = DEFAULT_CONFIGS[stage.role](cfg.img_size)
+    if cfg.drop_rate is not None:  # regularisation overrides (0 and 0 make runs comparable step by step)
+        model_config.drop_rate = cfg.drop_rate
+    if cfg.drop_path_rate is not None:
+        model_config.arch_kwargs["drop_path_rate"] = cfg.drop_path_rate
     model = create_model(model_config)
     if cfg.pretrained:
         model_config.pretrained = model.load_pretrained()
+    model = stack.enter_context(synchronised_batchnorm(model, ctx)).to(device)
     teacher = projector = teacher_images = teacher_cache = None
     if stage.needs_teacher:
         teacher, teacher_config, _ = load_checkpoint(teacher_path)
-        teacher.requires_grad_(False).eval()
+        teacher.requires_grad_(False).eval().to(device)  # replicated on every rank, frozen
         # the teacher sees its own input size, cut from the same augmented view as the student's
         teacher_images = (images if teacher_config.img_size == cfg.img_size else
                           cached_images(records, teacher_config.img_size,
                                         progress=lambda d, t: callback("cache", done=d, total=t)))
     if stage.feature_kd:
         projector = FeatureProjector(model.stage_dims + [model_config.fusion_dim],
-                                     teacher.stage_dims + [teacher_config.fusion_dim])
+                                     teacher.stage_dims + [teacher_config.fusion_dim]).to(device)
     params = list(model.parameters()) + (list(projector.parameters()) if projector else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(part["train"]) // cfg.batch_size)
@@ -126,7 +154,9 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
             "teacher_sha256": sha256_file(teacher_path), "seed": cfg.seed, "batch_size": cfg.batch_size,
             "balance_power": cfg.balance_power, "img_size": cfg.img_size, "limit": cfg.limit,
             "split": split_fingerprint(split), "augment": asdict(augment_cfg), "mean": model_config.mean,
-            "std": model_config.std})
+            "std": model_config.std, **({"world_size": ctx.world_size, "rank": ctx.rank} if ctx.distributed else {})})
+    # the student in DDP; the small feature projector's gradients are averaged by hand
+    train_model = DistributedDataParallel(model) if ctx.distributed else model
 
     start_epoch, best_score = 0, -1.0
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -145,7 +175,7 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
 
     fingerprint = split_fingerprint(split)
     meta_base = {"stage": cfg.stage, "seed": cfg.seed, "split_fingerprint": fingerprint,
-                 "params": count_params(model), "train_config": cfg.to_dict()}
+                 "params": count_params(model), "train_config": cfg.to_dict(), **ctx.describe()}
     val_images, val_labels = images[part["val"]], labels[part["val"]]  # gathered once, scored every epoch
 
     def validate():
@@ -154,44 +184,58 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
         scored = []
         for name, m in candidates.items():
             m.eval()
-            logits = batched_logits(m.predict, val_images, model_config.mean, model_config.std)
+            logits = batched_logits(lambda x: m.predict(x.to(device)).float().cpu(), val_images, model_config.mean,
+                                    model_config.std)
             scored.append((name, m, classification_metrics(val_labels, softmax_np(logits))))
         return max(scored, key=lambda t: t[2]["balanced_accuracy"])
 
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+        train_model.train()
         t0 = time.time()
         order = part["train"][torch.multinomial(sample_weights, len(part["train"]), replacement=True, generator=generator).numpy()]
         sums = {}
         for b in range(steps_per_epoch):
-            if should_stop():
+            if any_rank(should_stop(), ctx):  # a stop on any rank stops all at this batch boundary
                 raise TrainingStopped(f"stopped during epoch {epoch + 1}; last good checkpoint kept")
+            # the global batch, augmented identically on every rank; each rank trains on its own slice
             idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            mine = local_slice(idx, ctx)
             augment_state = generator.get_state()
             x = to_model_tensor(torch.from_numpy(images[idx]), model_config.mean, model_config.std)
-            x = augment_batch(x, augment_cfg, generator, std=model_config.std)
-            y = torch.from_numpy(labels[idx])
-            out_s = model(x)
-            out_t = None
-            if teacher is not None:
-                out_t = teacher_cache.get(epoch, b, idx)
-                if out_t is None:
-                    out_t = teacher_outputs(teacher, teacher_config, teacher_images[idx], augment_cfg,
-                                            torch.Generator().set_state(augment_state))
-                    teacher_cache.put(epoch, b, idx, out_t)
-            parts = stage_losses(stage, out_s, y, out_t, projector, alpha=cfg.alpha, beta=cfg.beta,
-                                 gamma=cfg.gamma, temperature=cfg.temperature, label_smoothing=cfg.label_smoothing)
+            x = augment_batch(x, augment_cfg, generator, std=model_config.std)[mine]
+            y = torch.from_numpy(labels[idx[mine]])
+            if on_cuda:
+                x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+                out_s = train_model(x)
+                out_t = None
+                if teacher is not None:
+                    out_t = teacher_cache.get(epoch, b, idx[mine])
+                    if out_t is None:
+                        out_t = teacher_outputs(teacher, teacher_config, teacher_images[idx], augment_cfg,
+                                                torch.Generator().set_state(augment_state), mine, device)
+                        teacher_cache.put(epoch, b, idx[mine], out_t)
+                parts = stage_losses(stage, out_s, y, out_t, projector, alpha=cfg.alpha, beta=cfg.beta,
+                                     gamma=cfg.gamma, temperature=cfg.temperature,
+                                     label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            parts["total"].backward()
+            (parts["total"] + ddp_anchor(out_s, ctx)).backward()
+            if projector is not None:
+                average_gradients(projector.parameters(), ctx)
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
             scheduler.step()
+            assert_replicas_identical(model, ctx)
             if ema is not None:
                 ema.update(model, step=epoch * steps_per_epoch + b + 1)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             callback("batch", epoch=epoch + 1, epochs=cfg.epochs, batch=b + 1, batches=steps_per_epoch,
                      loss=parts["total"].item(), seconds=time.time() - t0)
+        sums = mean_over_ranks(sums, ctx)  # the logged losses cover the global batches
+        if not ctx.is_main:  # rank 0 validates and writes; the others wait for it
+            barrier(ctx)
+            continue
         weights_name, chosen, val = validate()
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()},
                "lr": scheduler.get_last_lr()[0],
@@ -209,18 +253,47 @@ def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) ->
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         callback("epoch", **row, best=improved)
+        barrier(ctx)
 
+    if not ctx.is_main:
+        return None
     report = finalize_run(out, images, labels, part, fingerprint)
     callback("done", **{k: report["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")})
     return report
 
 
 @torch.no_grad()
-def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator):
-    """The frozen teacher's outputs on its own-size copy of a batch, augmented by replaying the
-    student batch's random draws (`generator` restored to their state), so both see the same view."""
+def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator, mine=slice(None), device="cpu"):
+    """The frozen teacher's outputs on its own-size copy of a global batch (this rank's slice `mine`),
+    augmented by replaying the student batch's random draws (`generator` restored to their state), so
+    both models see the same view."""
     x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8)), config.mean, config.std)
-    return teacher(augment_batch(x, augment_cfg, generator, std=config.std))
+    return teacher(augment_batch(x, augment_cfg, generator, std=config.std)[mine].to(device))
+
+
+def ddp_anchor(out, ctx: DistributedContext):
+    """Zero that touches every exit: DDP reduces gradients in buckets and waits for every parameter that
+    produced an output, so stages whose loss ignores the exits (kd) would leave a bucket unreduced."""
+    if not ctx.distributed:
+        return 0.0
+    return 0.0 * sum(e.sum() for e in out.exit_logits)
+
+
+def average_gradients(parameters, ctx: DistributedContext) -> None:
+    """Mean of each gradient over ranks (what DDP does for the parameters it wraps)."""
+    if ctx.distributed:
+        for p in parameters:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(ctx.world_size)
+
+
+def mean_over_ranks(values: dict, ctx: DistributedContext) -> dict:
+    if not ctx.distributed:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return dict(zip(values, (t / ctx.world_size).tolist()))
 
 
 def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:

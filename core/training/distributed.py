@@ -1,0 +1,154 @@
+"""Training on one or many processes with PyTorch's own launcher (`torchrun`) and DistributedDataParallel.
+
+`python -m core.train ...` is the single-process case of the same code: `init_distributed` reads the
+environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, ...) and opens a process group only when
+WORLD_SIZE > 1 (backend nccl on CUDA, gloo otherwise). Every rank draws the same global, class-balanced
+sample stream from the seeded generator and takes its own contiguous slice of each global batch, so
+`--batch-size` stays the global batch and a world of any size sees exactly the batches of one process.
+
+BatchNorm statistics are synchronised across ranks: torch's SyncBatchNorm on CUDA, and on CPU (where
+torch's SyncBatchNorm refuses to run) batch sums all-reduced through the differentiable collectives of
+torch.distributed.nn, so the forward pass, gradients and running statistics equal those of one process
+on the global batch (tested).
+"""
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    backend: str = "none"
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def describe(self) -> dict:
+        return {"world_size": self.world_size, "backend": self.backend, "device": self.device}
+
+
+def resolve_device(device: str) -> str:
+    """auto: CUDA when present, else CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available on this machine")
+    return device
+
+
+def init_distributed(device: str = "auto") -> DistributedContext:
+    """Join the process group torchrun describes in the environment (none for a plain single process)."""
+    device = resolve_device(device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if world_size == 1:
+        return DistributedContext(device=device)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistributedContext(rank, world_size, local_rank, local_world, backend, device)
+
+
+def close_distributed(ctx: DistributedContext) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_slice(global_batch: np.ndarray, ctx: DistributedContext) -> slice:
+    """This rank's contiguous share of one global batch (disjoint across ranks, together the whole batch)."""
+    n = len(global_batch)
+    per_rank = -(-n // ctx.world_size)
+    return slice(ctx.rank * per_rank, min(n, (ctx.rank + 1) * per_rank))
+
+
+def any_rank(flag: bool, ctx: DistributedContext) -> bool:
+    """True on every rank when it is true on at least one (a stop request on any rank stops all)."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def assert_replicas_identical(model: nn.Module, ctx: DistributedContext) -> None:
+    """Fail loudly if the ranks' weights have drifted apart (DDP keeps them identical after every step)."""
+    if not ctx.distributed:
+        return
+    with torch.no_grad():
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().view(1)
+    low, high = checksum.clone(), checksum.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise RuntimeError(f"rank {ctx.rank}: replicas hold different weights ({low.item()} vs {high.item()})")
+
+
+def barrier(ctx: DistributedContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def _global_batch_norm(original):
+    """F.batch_norm whose training-mode statistics cover the global batch of all ranks."""
+    from torch.distributed.nn.functional import all_reduce
+
+    def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
+        if not training:
+            return original(input, running_mean, running_var, weight, bias, False, momentum, eps)
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = [1, c] + [1] * (input.dim() - 2)
+        # two passes, like the single-process kernel: the global mean, then the global squared deviation
+        stats = all_reduce(torch.cat([input.sum(dims), input.new_tensor([input.numel() / c])]))  # differentiable
+        total = stats[-1]
+        mean = stats[:c] / total
+        centred = input - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / total
+        if running_mean is not None:
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
+                running_var.mul_(1 - momentum).add_(var.detach() * (total / (total - 1)) * momentum)
+        y = centred * torch.rsqrt(var.view(shape) + eps)
+        return y * weight.view(shape) + bias.view(shape) if weight is not None else y
+
+    return batch_norm
+
+
+@contextmanager
+def synchronised_batchnorm(model: nn.Module, ctx: DistributedContext):
+    """BatchNorm statistics over the global batch while training: torch's SyncBatchNorm on CUDA; on CPU,
+    where it refuses to run, every training-mode F.batch_norm call (torch's and timm's BatchNormAct2d
+    layers both go through it) all-reduces its sums across ranks. Yields the model to train."""
+    if not ctx.distributed:
+        yield model
+    elif ctx.device.startswith("cuda"):
+        yield nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    else:
+        original = F.batch_norm
+        F.batch_norm = _global_batch_norm(original)
+        try:
+            yield model
+        finally:
+            F.batch_norm = original

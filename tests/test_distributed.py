@@ -1,0 +1,109 @@
+"""torchrun + DDP on CPU (gloo), on the tiny fixture: one set of run files, equivalence with one process,
+sharding, resume across world sizes and a clean stop on SIGTERM."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from core.models.checkpoint import load_checkpoint, read_checkpoint
+from core.training.distributed import DistributedContext, local_slice
+from tests.conftest import FIXTURE, ROOT, TINY_SIZE, train_tiny
+
+# dropout and stochastic depth off, so that two runs can be compared step by step
+COMMON = ["--data-dir", str(FIXTURE), "--img-size", str(TINY_SIZE), "--drop-rate", "0", "--drop-path-rate", "0",
+          "--ema-decay", "0"]
+
+
+def torchrun(args, nproc=2, **popen):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "core.train", *args]
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **popen)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    train_tiny("teacher", out)
+    return out / "best.pt"
+
+
+def test_two_process_distillation_writes_one_set_of_files_and_resumes_on_one(teacher, tmp_path):
+    run = tmp_path / "run"
+    result = torchrun(["--stage", "mskd_lf", "--teacher", str(teacher), *COMMON, "--epochs", "1",
+                       "--batch-size", "4", "--out", str(run)])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # written by rank 0 only
+    assert result.stdout.count('"split": "test"') == 1  # one final report
+    _, _, meta = load_checkpoint(run / "best.pt")
+    assert meta["world_size"] == 2 and meta["backend"] == "gloo" and meta["device"] == "cpu"
+    # --resume with another world size continues the same run
+    train_tiny("mskd_lf", run, teacher=teacher, epochs=2, resume=True, drop_rate=0, drop_path_rate=0, ema_decay=0)
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("stage", ["student", "mskd_lf"])
+def test_first_step_matches_one_process(teacher, tmp_path, stage):
+    """Same global batch and seed: the first step's gradients (Adam's first moment) of a 2-process run equal
+    the single-process ones within float tolerance; the trainer checks after every step that ranks agree."""
+    args = ["--stage", stage, "--teacher", str(teacher), *COMMON, "--epochs", "1", "--batch-size", "24"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.run([sys.executable, "-m", "core.train", *args, "--threads", "1", "--out", str(one)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    result = torchrun([*args, "--out", str(two)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = read_checkpoint(one / "last.pt"), read_checkpoint(two / "last.pt")
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 1  # exactly one optimiser step
+    num = den = 0.0
+    for i, state in a["optimizer"]["state"].items():
+        other = b["optimizer"]["state"][i]["exp_avg"]
+        num += float(((state["exp_avg"] - other) ** 2).sum())
+        den += float((state["exp_avg"] ** 2).sum())
+    assert math.sqrt(num / den) < 1e-2
+    moved = [float((a["state_dict"][k] - b["state_dict"][k]).abs().max()) for k in a["state_dict"]
+             if a["state_dict"][k].is_floating_point()]
+    assert max(moved) <= 2.1 * 2e-3  # at most Adam's first-step size (lr) in opposite directions
+
+
+def test_ranks_draw_disjoint_shards_of_the_global_stream():
+    rng = np.random.default_rng(0)
+    order = rng.integers(0, 500, size=96)  # an epoch of a class-balanced stream (with repeats)
+    batch = 12
+    for world in (2, 3, 4):
+        for b in range(len(order) // batch):
+            positions = np.arange(b * batch, (b + 1) * batch)
+            shards = [positions[local_slice(positions, DistributedContext(rank=r, world_size=world))]
+                      for r in range(world)]
+            assert np.array_equal(np.concatenate(shards), positions)  # disjoint, together the global batch
+            assert len({len(s) for s in shards}) == 1
+
+
+def test_sigterm_stops_every_rank_and_keeps_a_loadable_checkpoint(teacher, tmp_path):
+    run = tmp_path / "run"
+    proc = torchrun(["--stage", "kd", "--teacher", str(teacher), *COMMON, "--epochs", "200", "--batch-size", "4",
+                     "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.5)
+    assert (run / "metrics.jsonl").is_file(), "no epoch finished"
+    os.killpg(proc.pid, signal.SIGTERM)  # the launcher and both ranks, as a cancel does
+    proc.wait(timeout=120)
+    time.sleep(1)
+    children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not children, f"orphan processes: {children}"
+    state = read_checkpoint(run / "last.pt")
+    assert state["epoch"] >= 0 and torch.is_tensor(next(iter(state["state_dict"].values())))
+    assert json.loads((run / "progress.json").read_text())["state"] == "cancelled"
