@@ -10,7 +10,7 @@ import pytest
 from core import bench, evaluate, predict
 from tests.conftest import FIXTURE, ROOT
 
-EVAL_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class", "confusion_matrix", "classes", "n"}
+EVAL_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class", "confusion_matrix", "classes", "n", "tta"}
 IMAGE = next((FIXTURE / "images").glob("*.jpg"))
 
 
@@ -73,7 +73,7 @@ def test_cli_subprocesses_run_as_modules(use_weights, tmp_path):
     (["--epochs", "0"], "epochs must be > 0"),
     (["--alpha", "0", "--beta", "0", "--gamma", "0"], "alpha + beta + gamma must be > 0"),
     (["--temperature", "0"], "temperature must be > 0"),
-    (["--pretrained"], "no hub weights"),
+    (["--warmup-epochs", "-1"], "warm-up epochs must be between 0 and the number of epochs"),
 ])
 def test_train_refuses_bad_parameters(tmp_path, capsys, args, message):
     from core import train
