@@ -67,8 +67,9 @@ def train_tiny(stage, out, teacher=None, epochs=1, **overrides):
     from core.training.config import TrainConfig
     from core.training.trainer import run_training
 
+    settings = {"img_size": TINY_SIZE, "batch_size": 4, "lr": 1e-3, "warmup_epochs": 0, **overrides}
     cfg = TrainConfig(stage=stage, out=str(out), data_dir=str(FIXTURE), teacher=str(teacher) if teacher else None,
-                      epochs=epochs, img_size=TINY_SIZE, batch_size=4, lr=3e-4, **overrides)
+                      epochs=epochs, **settings)
     return run_training(cfg)
 
 

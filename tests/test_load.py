@@ -47,7 +47,7 @@ async def one_session(browser, url, image):
     await page.goto(url, timeout=600_000)
     await page.get_by_role("heading", name="Diagnose").wait_for(timeout=600_000)
     start = time.perf_counter()
-    await page.locator("input[type=file]").first.set_input_files(str(image))
+    await page.locator("input[type=file]").first.set_input_files(str(image), timeout=600_000)
     await page.locator("[data-testid=stAlert]").first.wait_for(timeout=600_000)
     to_prediction = time.perf_counter() - start
     for method in ("Grad-CAM ·", "Score-CAM ·", "LIME ·"):
