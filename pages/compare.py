@@ -71,7 +71,9 @@ def ablation(manifest):
     st.markdown("### Ablation (same held-out test split)")
     df = pd.DataFrame([{"variant": r["name"], **{label: round(r[k], 4) for k, label in SUMMARY.items()},
                         "parameters": r["params"], "file size (KB)": round(r["file_bytes"] / 1024, 1),
-                        "latency p50 (ms)": round(r["latency_ms_p50"], 2)} for r in rows])
+                        # rows of models that are not benchmarked (the scratch teacher) have no latency
+                        "latency p50 (ms)": round(r["latency_ms_p50"], 2) if "latency_ms_p50" in r else None}
+                       for r in rows])
     st.dataframe(df, hide_index=True, width="stretch")
     st.caption(f"Latency from one benchmark run at release: `{manifest.get('bench', {}).get('command', '')}`")
 
