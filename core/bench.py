@@ -12,7 +12,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -59,8 +58,18 @@ def bench_classifier(classifier, runs: int = 100) -> dict:
         "latency_ms_p95": float(np.percentile(lat, 95)),
         "throughput_ips_b32": float(32 / (np.median(t32) / 1000.0)),
         "runtime": "onnxruntime" if classifier.session is not None else "pytorch",
-        **({"executed_ops": executed_op_types(classifier.path, size)} if classifier.session is not None else {}),
+        **({"executed_ops": executed_op_types(classifier.path, size)} if classifier.session is not None else
+           {"gflops_per_image": forward_gflops(classifier.module, size)}),
     }
+
+
+def forward_gflops(module, size: int) -> float:
+    """Forward cost of one image in GFLOP (torch's FlopCounterMode: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
 
 
 def bench_explanations(models=("teacher", "student", "quantized"), threads: int = 2, repeats: int = 3,
@@ -89,16 +98,11 @@ def bench_explanations(models=("teacher", "student", "quantized"), threads: int 
     return {"explanations": out, "threads": threads, "cpu": cpu_name(), "image_size": list(image.size)}
 
 
-def student_ort_fp32(workdir):
-    """The shipped student exported to fp32 ONNX and loaded in ONNX Runtime."""
-    from core.models.checkpoint import load_checkpoint
-    from core.models.loader import load_model, shipped_path
-    from core.quantization.onnx_export import export_onnx
+def student_ort_fp32():
+    """The shipped student's fp32 ONNX twin (the one the app's explanations run in), in ONNX Runtime."""
+    from core.models.loader import load_model, onnx_twin_path
 
-    model, config, meta = load_checkpoint(shipped_path("student"))
-    path = Path(workdir) / "student_fp32.onnx"
-    export_onnx(model, config, path, meta)
-    return load_model(path)
+    return load_model(onnx_twin_path(load_model("student")))
 
 
 def run_bench(models=DEFAULT_MODELS, threads: int = 2, runs: int = 100, progress=None) -> dict:
@@ -107,12 +111,11 @@ def run_bench(models=DEFAULT_MODELS, threads: int = 2, runs: int = 100, progress
 
     torch.set_num_threads(threads)
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in models:
-            if progress:
-                progress(name)
-            classifier = student_ort_fp32(tmp) if name == "student_ort_fp32" else load_model(name)
-            results[name] = bench_classifier(classifier, runs)
+    for name in models:
+        if progress:
+            progress(name)
+        classifier = student_ort_fp32() if name == "student_ort_fp32" else load_model(name)
+        results[name] = bench_classifier(classifier, runs)
     return {"models": results, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__}
 
 

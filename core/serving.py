@@ -9,7 +9,6 @@ bounded by bytes (arrays and images a result holds), so memory stays flat under 
 that goes away (`release`) cancels a job nobody else waits for before it starts.
 """
 
-import logging
 import os
 import threading
 from collections import OrderedDict
@@ -19,14 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-log = logging.getLogger(__name__)
-
-
 class ModelWorkPool:
     def __init__(self, workers: int = None, cache_bytes: int = 256 * 2**20, threads_per_worker: int = 1):
         self.workers = workers or os.cpu_count() or 1
         torch.set_num_threads(threads_per_worker)  # once, for the whole process
-        self.threads_per_worker = threads_per_worker
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="model-work")
         self._lock = threading.Lock()
         self._done = OrderedDict()  # key -> (result, bytes), least recently used first
@@ -68,6 +63,15 @@ class ModelWorkPool:
                 self._cached_bytes -= self._done.popitem(last=False)[1][1]
         return result
 
+    def wait(self, key, future: Future):
+        """The job's result; if the waiting thread is interrupted (a Streamlit rerun or a closed browser
+        raises in it), the job is released, so an abandoned request is not computed."""
+        try:
+            return future.result()
+        except BaseException:
+            self.release(key)
+            raise
+
     def release(self, key) -> None:
         """The caller stopped waiting (its browser went away or it moved on): a queued job that no one
         else waits for is cancelled rather than computed."""
@@ -83,13 +87,16 @@ class ModelWorkPool:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"workers": self.workers, "cached": len(self._done), "cached_bytes": self._cached_bytes, "running_or_queued": len(self._running),
-                    "hits": self.hits, "computed": self.computed, "cancelled": self.cancelled}
+            return {"workers": self.workers, "cached": len(self._done), "cached_bytes": self._cached_bytes,
+                    "running_or_queued": len(self._running), "hits": self.hits, "computed": self.computed,
+                    "cancelled": self.cancelled}
 
 
 def result_bytes(result) -> int:
-    """Approximate memory of a result: its numpy arrays and PIL images (plus 1 KB for the rest)."""
-    parts = vars(result).values() if hasattr(result, "__dict__") else [result]
+    """Approximate memory of a result (an object or a tuple of them): the numpy arrays and PIL images it
+    holds, plus 1 KB for the rest."""
+    items = result if isinstance(result, tuple) else (result,)
+    parts = [p for item in items for p in (vars(item).values() if hasattr(item, "__dict__") else [item])]
     total = 1024
     for part in parts:
         if isinstance(part, np.ndarray):
@@ -97,14 +104,3 @@ def result_bytes(result) -> int:
         elif isinstance(part, Image.Image):
             total += part.width * part.height * len(part.getbands())
     return total
-
-
-def wait_for(pool: ModelWorkPool, key, fn, *args, **kwargs):
-    """Submit and wait; if the waiting thread is interrupted (a Streamlit rerun or a closed browser
-    raises in it), the job is released so that an abandoned request is not computed."""
-    future = pool.submit(key, fn, *args, **kwargs)
-    try:
-        return future.result()
-    except BaseException:
-        pool.release(key)
-        raise

@@ -72,12 +72,8 @@ def request_explanation(classifier, key, image, method, target):
 
 
 def await_result(job, future):
-    """Wait for a pool job; if this script run is interrupted (rerun, browser gone) release the job."""
-    try:
-        return future.result()
-    except BaseException:
-        work_pool().release(job)
-        raise
+    """Wait for a pool job; if this script run is interrupted (rerun, browser gone) the job is released."""
+    return work_pool().wait(job, future)
 
 
 def explanation_for(classifier, key, image, method, target):
@@ -93,23 +89,21 @@ def data_credit():
     st.caption(DATA_CREDIT)
 
 
-def read_upload(name: str, data: bytes):
-    """(PIL image, None) or (None, message): uploads stay in memory and names never touch the disk."""
-    try:
-        return load_image(data), None
-    except ImageError as exc:
-        return None, f"{name}: {exc}"
+def _decode_and_predict(data: bytes, classifier, tta):
+    image = load_image(data)  # ImageError for bad input: raised, never cached
+    return image, predict_image(classifier, image, tta=tta)
 
 
 def analysed(name: str, data: bytes, classifier, tta=None):
-    """(image key, image, prediction) or (key, None, message); predictions are computed in the shared pool,
-    once per image, model and inference mode for all sessions."""
+    """(image key, image, prediction) or (key, None, message). Decoding and prediction run once per image,
+    model and inference mode in the shared pool, for all sessions and reruns."""
     key = image_key(data)
-    image, problem = read_upload(name, data)
-    if problem:  # refusals are quick and name the file
-        return key, None, problem
     job = ("predict", key, classifier.sha256, tta)
-    return key, image, await_result(job, work_pool().submit(job, predict_image, classifier, image, tta=tta))
+    try:
+        image, prediction = await_result(job, work_pool().submit(job, _decode_and_predict, data, classifier, tta))
+    except ImageError as exc:
+        return key, None, f"{name}: {exc}"
+    return key, image, prediction
 
 
 def image_key(data: bytes) -> str:

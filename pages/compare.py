@@ -9,7 +9,7 @@ from core.bench import run_bench
 from core.classes import CLASSES, FULL_NAMES
 from core.models.loader import SHIPPED, read_manifest
 from pages.common import (UPLOAD_TYPES, analysed, data_credit, disclaimer, explanation_for, gallery_items, get_model,
-                          guarded, read_upload)
+                          guarded)
 
 SUMMARY = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
@@ -84,10 +84,6 @@ def side_by_side():
     upload = st.file_uploader("Image", type=UPLOAD_TYPES, key="compare-upload")
     choice = st.selectbox("…or a sample", [g[0] for g in gallery], key="compare-sample")
     name, data = (upload.name, upload.getvalue()) if upload else (choice, dict(gallery)[choice].read_bytes())
-    image, problem = read_upload(name, data)
-    if problem:
-        st.error(f"Could not use {problem}")
-        return
     data_credit()
     cols = st.columns(3)
     labels = {}
@@ -98,7 +94,10 @@ def side_by_side():
             if error:
                 st.error(error)
                 continue
-            key, _, p = analysed(name, data, classifier)
+            key, image, p = analysed(name, data, classifier)
+            if image is None:  # the same refusal for every model: say it once
+                st.error(f"Could not use {p}")
+                return
             labels[model_name] = p.label
             st.write(f"{p.full_name} — {p.confidence:.0%}" + (" · uncertain" if p.uncertain else ""))
             for method in ("gradcam", "scorecam"):

@@ -6,7 +6,6 @@ import plotly.express as px
 import streamlit as st
 
 from core.classes import FULL_NAMES
-from core.data.preprocess import load_image
 from core.explain.heatmaps import METHOD_LABELS, overlay_heatmap
 from core.explain.scores import load_mask
 from core.learn.case_bank import CREDIT, load_case_bank
@@ -37,11 +36,6 @@ def quiz_state(set_name: str, seed: int) -> dict:
 
 def label(code: str) -> str:
     return f"{FULL_NAMES[code]} ({code})"
-
-
-def case_image(case):
-    data = (CASE_DIR / case.file).read_bytes()
-    return data, load_image(data)
 
 
 def maps_for(classifier, key, image, target, mask, opacity):
@@ -136,8 +130,7 @@ def render():
         return
     case = case_bank()[state["order"][state["position"]]]
     st.markdown(f"## Case {state['position'] + 1} of {len(state['order'])}")
-    data, image = case_image(case)
-    key, _, prediction = analysed(case.case_id, data, classifier)
+    key, image, prediction = analysed(case.case_id, (CASE_DIR / case.file).read_bytes(), classifier)
     left, right = st.columns([3, 2] if presenter else [1, 1])
     with left:
         if not (presenter and state["revealed"]):

@@ -43,6 +43,7 @@ def test_bench_schema(use_weights, tmp_path):
         m = result["models"][name]
         assert m["latency_ms_p95"] >= m["latency_ms_p50"] > 0
         assert m["params"] > 0 and m["file_bytes"] > 0 and m["input_size"] == 64 and m["throughput_ips_b32"] > 0
+    assert result["models"]["student"]["gflops_per_image"] > 0
 
 
 def test_predict_json_and_failures(use_weights, tmp_path, capsys):

@@ -10,6 +10,7 @@ import io
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from sklearn.metrics import accuracy_score, recall_score
 
 from core.classes import CLASSES, SUSPICIOUS
 
@@ -66,14 +67,13 @@ class Answer:
         return malignancy(self.truth), self.learner_malignancy or malignancy(self.learner), malignancy(self.model)
 
 
-def _accuracy(truth, answer) -> float:
-    return float(np.mean([t == a for t, a in zip(truth, answer)])) if truth else float("nan")
-
-
-def _balanced_accuracy(truth, answer) -> float:
-    """Mean recall over the outcomes present so far."""
-    recalls = [np.mean([a == t for tt, a in zip(truth, answer) if tt == t]) for t in sorted(set(truth))]
-    return float(np.mean(recalls)) if recalls else float("nan")
+def _accuracies(truth, answer) -> dict:
+    """Accuracy and balanced accuracy (mean recall over the outcomes present so far)."""
+    if not truth:
+        return {"accuracy": float("nan"), "balanced_accuracy": float("nan")}
+    return {"accuracy": float(accuracy_score(truth, answer)),
+            "balanced_accuracy": float(recall_score(truth, answer, labels=sorted(set(truth)), average="macro",
+                                                    zero_division=0))}
 
 
 def score_session(answers, quiz_set: QuizSet) -> dict:
@@ -89,8 +89,8 @@ def score_session(answers, quiz_set: QuizSet) -> dict:
     matrix = [[sum(t == row and a == col for t, a in zip(truth, learner)) for col in outcomes] for row in outcomes]
     return {
         "n": len(answers),
-        "learner": {"accuracy": _accuracy(truth, learner), "balanced_accuracy": _balanced_accuracy(truth, learner)},
-        "model": {"accuracy": _accuracy(truth, model), "balanced_accuracy": _balanced_accuracy(truth, model)},
+        "learner": _accuracies(truth, learner),
+        "model": _accuracies(truth, model),
         "outcomes": outcomes,
         "confusion_matrix": matrix,
         "misses": [a.case_id for a, (t, la, _) in zip(answers, scored) if t != la],

@@ -25,6 +25,11 @@ SHIPPED = ("teacher", "student", "quantized")
 SHIPPED_FILES = {"teacher": "teacher.pt", "student": "student.pt", "quantized": "quantized.onnx"}
 
 
+def _run_session(session, x: torch.Tensor) -> torch.Tensor:
+    feed = {session.get_inputs()[0].name: x.detach().cpu().numpy().astype("float32")}
+    return torch.from_numpy(session.run(None, feed)[0])
+
+
 @dataclass
 class Classifier:
     """A loaded model behind one interface: `logits(x)` on a normalised NCHW float tensor.
@@ -48,21 +53,16 @@ class Classifier:
         if self.module is not None:
             with torch.inference_mode():
                 return self.module(x)
-        feed = {self.session.get_inputs()[0].name: x.detach().cpu().numpy().astype("float32")}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        return _run_session(self.session, x)
 
     def batch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for the hundreds of perturbed inputs of LIME and Score-CAM: through the fastest
         runtime attached (`with_batch_runtime`), else as `logits`. Predictions keep using `logits`."""
-        if self.batch_session is None:
-            return self.logits(x)
-        feed = {self.batch_session.get_inputs()[0].name: x.detach().cpu().numpy().astype("float32")}
-        return torch.from_numpy(self.batch_session.run(None, feed)[0])
+        return self.logits(x) if self.batch_session is None else _run_session(self.batch_session, x)
 
-    def predict_logits(self, x: torch.Tensor, tta=None) -> torch.Tensor:
-        """Logits for prediction: dihedral TTA when `tta` (None: the mode chosen on validation)."""
-        if tta is None:
-            tta = self.calibration.get("tta", False)
+    def predict_logits(self, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Logits for prediction, averaged over the 8 dihedral views when `tta` (callers take the mode from
+        `core.evaluation.inference.calibration_for`, which knows the validation-chosen default)."""
         return tta_logits(self.logits, x) if tta else self.logits(x)
 
     @property
@@ -123,9 +123,13 @@ def with_batch_runtime(classifier: Classifier) -> Classifier:
     """Attach an ONNX Runtime fp32 twin to a torch classifier (exported once per checkpoint into the
     cache folder); int8 ONNX classifiers already run in ONNX Runtime."""
     if classifier.module is not None and classifier.batch_session is None:
-        path = cached_fp32_export(classifier.module.model, classifier.config, classifier.sha256, cache_dir() / "onnx")
-        classifier.batch_session = ort_session(path)
+        classifier.batch_session = ort_session(onnx_twin_path(classifier))
     return classifier
+
+
+def onnx_twin_path(classifier: Classifier) -> Path:
+    """The fp32 ONNX export of a torch classifier, made once per checkpoint in the cache folder."""
+    return cached_fp32_export(classifier.module.model, classifier.config, classifier.sha256, cache_dir() / "onnx")
 
 
 def load_with_counterpart(name_or_path):
