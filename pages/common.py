@@ -2,12 +2,14 @@
 
 import csv
 import hashlib
+import json
 import logging
 
 import streamlit as st
 
 from core.classes import FULL_NAMES
 from core.data.preprocess import ImageError, load_image
+from core.explain.chosen import chosen_settings
 from core.explain.heatmaps import explain
 from core.models.checkpoint import CheckpointError
 from core.models.loader import load_model, with_batch_runtime
@@ -64,10 +66,12 @@ def work_pool() -> ModelWorkPool:
 
 
 def request_explanation(classifier, key, image, method, target):
-    """(job, future) of an explanation, computed once for all sessions per image, model, method and target."""
-    job = ("explain", key, classifier.sha256, method, target, image.size)
-    future = work_pool().submit(job, explain, classifier, image, method, target=target,
-                                float_classifier=float_counterpart(classifier))
+    """(job, future) of an explanation, computed once for all sessions per image, model, method, target and
+    the settings chosen for the model (a new search result is not hidden by an older cached map)."""
+    counterpart = float_counterpart(classifier)
+    settings, _ = chosen_settings(method, classifier.sha256, getattr(counterpart, "sha256", None))
+    job = ("explain", key, classifier.sha256, method, target, image.size, json.dumps(settings, sort_keys=True))
+    future = work_pool().submit(job, explain, classifier, image, method, target=target, float_classifier=counterpart)
     return job, future
 
 

@@ -110,7 +110,7 @@ def low_resolution_warning(image: Image.Image):
 
 def resize_uint8(image: Image.Image, size: int) -> np.ndarray:
     """Square model-size HxWx3 uint8 array (the whole field of view, antialiased)."""
-    return np.asarray(image.resize((size, size), Image.BICUBIC, reducing_gap=3.0), dtype=np.uint8)
+    return np.array(image.resize((size, size), Image.BICUBIC, reducing_gap=3.0), dtype=np.uint8)  # writable
 
 
 def to_model_tensor(batch_uint8: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """CLI: explain one image, or score every method on test-split images.
 
   python -m core.explain IMAGE --model student --method gradcam [--target mel] --out overlay.png
-  python -m core.explain --evaluate --data-dir DIR --split test --n 30 --json xai.json
+  python -m core.explain --evaluate --data-dir DIR --split test --n 30 [--models student] [--methods lime] --json xai.json
 
 The evaluation uses the split the shipped models were trained on (recomputed with their seed and
 checked against the manifest's split fingerprint) and the HAM10000 lesion masks.
@@ -23,7 +23,7 @@ from core.data.ham10000 import DatasetError  # noqa: E402
 from core.data.preprocess import ImageError, load_image  # noqa: E402
 from core.explain.heatmaps import METHODS, explain  # noqa: E402
 from core.models.checkpoint import CheckpointError  # noqa: E402
-from core.models.loader import load_with_counterpart  # noqa: E402
+from core.models.loader import load_with_counterpart, with_batch_runtime  # noqa: E402
 
 MODELS = ("teacher", "student", "quantized")
 
@@ -50,6 +50,7 @@ def evaluate(data_dir, split_name: str, n: int, models=MODELS, methods=tuple(MET
     results = {}
     for model_name in models:
         classifier, counterpart = load_with_counterpart(model_name)
+        with_batch_runtime(classifier)  # the app's runtime for perturbed inputs (same maps, tested)
         rows = {m: [] for m in methods}
         for record in picked:
             image = load_image(record.path)
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--n", type=int, default=30)
     p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to score")
     p.add_argument("--json", dest="json_out")
     a = p.parse_args(argv)
     if a.target and a.target not in CLASSES:
@@ -94,8 +96,12 @@ def main(argv=None) -> int:
             from tqdm import tqdm
 
             models = [m for m in a.models.split(",") if m]
-            bar = tqdm(total=a.n * len(models) * len(METHODS), file=sys.stderr, disable=False, desc="explaining")
-            result = evaluate(a.data_dir, a.split, a.n, models, progress=lambda *_: bar.update(1))
+            methods = [m for m in a.methods.split(",") if m]
+            unknown = set(methods) - set(METHODS)
+            if unknown:
+                raise ValueError(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+            bar = tqdm(total=a.n * len(models) * len(methods), file=sys.stderr, disable=False, desc="explaining")
+            result = evaluate(a.data_dir, a.split, a.n, models, methods, progress=lambda *_: bar.update(1))
             bar.close()
             text = json.dumps(result, indent=2)
             if a.json_out:

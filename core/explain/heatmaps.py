@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter
 from pytorch_grad_cam import GradCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from core.data.preprocess import preprocess, resize_uint8, to_model_tensor
+from core.explain.chosen import chosen_settings
 
 LIME_VIEW_SIZE = 224  # LIME perturbs a 224 px view, so SLIC superpixels follow lesion structure
 
@@ -182,10 +183,14 @@ def lime_batch_to_model(batch: np.ndarray, cfg) -> torch.Tensor:
     return to_model_tensor(x.clamp_(0, 255).round_(), cfg.mean, cfg.std)
 
 
-LIME_HIDE = {  # what a switched-off superpixel becomes
+LIME_BLUR_RADIUS = LIME_VIEW_SIZE / 16  # wipes out lesion structure, keeps the local colour
+
+
+LIME_HIDE = {  # what a switched-off superpixel becomes (lime fills its masked pixels from this value or array)
     "black": lambda view: 0,
     "image_mean": lambda view: tuple(float(v) for v in view.reshape(-1, 3).mean(axis=0)),
     "segment_mean": lambda view: None,  # lime's own default: each superpixel's mean colour
+    "blurred": lambda view: np.asarray(Image.fromarray(view).filter(ImageFilter.GaussianBlur(LIME_BLUR_RADIUS))),
 }
 
 
@@ -232,11 +237,13 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
 
 
 def describe_settings(method: str, settings: dict) -> str:
-    """One line naming the settings an explanation was made with (for captions and reports)."""
+    """One line naming the settings an explanation was made with and how they were chosen (captions, reports)."""
     if method == "lime":
-        return (f"{settings.get('segmentation', '')}, {settings.get('num_samples')} samples, hidden superpixels "
+        text = (f"{settings.get('segmentation', '')}, {settings.get('num_samples')} samples, hidden superpixels "
                 f"{settings.get('hide', 'black').replace('_', ' ')}, seed {settings.get('seed')}")
-    return "target layers " + " + ".join(settings.get("target_layers", []))
+    else:
+        text = "target layers " + " + ".join(settings.get("target_layers", []))
+    return f"{text}; {settings.get('chosen_by', 'built-in defaults (not searched for this model)')}"
 
 
 METHODS = {"gradcam": explain_gradcam, "scorecam": explain_scorecam, "lime": explain_lime}
@@ -245,7 +252,9 @@ METHOD_LABELS = {"gradcam": "Grad-CAM", "scorecam": "Score-CAM", "lime": "LIME"}
 
 def explain(classifier, image: Image.Image, method: str, target=None, opacity: float = 0.5, progress=None,
             float_classifier=None, **method_settings) -> Explanation:
-    """Explain `classifier`'s score for `target` (class index or code; default: predicted) on `image`."""
+    """Explain `classifier`'s score for `target` (class index or code; default: predicted) on `image`, with
+    the settings `core.explain.search` chose for this model file (see core.explain.chosen) unless
+    `method_settings` override them."""
     from skimage.segmentation import find_boundaries
 
     if method not in METHODS:
@@ -255,10 +264,13 @@ def explain(classifier, image: Image.Image, method: str, target=None, opacity: f
         target = int(classifier.logits(preprocess(image, cfg.img_size, cfg.mean, cfg.std)).argmax())
     elif isinstance(target, str):
         target = list(cfg.classes).index(target)
+    chosen, provenance = chosen_settings(method, classifier.sha256, getattr(float_classifier, "sha256", None))
     start = time.perf_counter()
     result = METHODS[method](classifier, image, target, progress=progress, float_classifier=float_classifier,
-                             **method_settings)
+                             **{**chosen, **method_settings})
     heat, settings, notes = result[:3]
+    if provenance and not method_settings:
+        settings["chosen_by"] = provenance["summary"]
     heatmap = _to_image_size(heat, image.size)
     outline = None
     if method == "lime":  # outline the top positive superpixels

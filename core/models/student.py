@@ -67,9 +67,13 @@ class HybridCNNEfficientNet(HybridNet):
         return [self.stage_maps[1], self.stage_maps[2]]
 
     def cam_layer_candidates(self) -> dict:
-        """Target-layer sets that `core.explain.search` compares: each stage's fused map, and combinations."""
+        """Target-layer sets that `core.explain.search` compares: each stage's fused map, combinations, and
+        each branch alone at the finest fused stride (plus the EfficientNet map one stride finer)."""
         names = [f"stage_maps.{k}" for k in range(len(self.stage_maps))]
-        return {**{name: [name] for name in names}, "last two": names[-2:], "all": names}
+        first = self.effnet.out_blocks[0]
+        branches = {"cnn s8": ["cnn.stages.0"], "effnet s8": [f"effnet.blocks.{first}"],
+                    "effnet s4": [f"effnet.blocks.{first - 1}"]}
+        return {**{name: [name] for name in names}, "last two": names[-2:], "all": names, **branches}
 
     def cam_reshape_transform(self):
         return None

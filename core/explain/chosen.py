@@ -1,0 +1,41 @@
+"""Explanation settings chosen by measurement (`python -m core.explain.search`), stored per model file.
+
+`weights/explain_settings.json` maps a model file's sha256 to {method: {settings, provenance}}: what
+the search chose and how (command, split, number of images, date). Keying by the file's hash means a
+newly promoted model never inherits settings measured on another one: it falls back to the built-in
+defaults until it is searched.
+"""
+
+import json
+
+from core.paths import weights_dir
+
+SETTINGS_FILE = "explain_settings.json"
+
+
+def settings_path():
+    return weights_dir() / SETTINGS_FILE
+
+
+def read_chosen() -> dict:
+    path = settings_path()
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def chosen_settings(method: str, *sha256s) -> tuple:
+    """(settings, provenance) chosen for the first of these model hashes that has an entry for `method`,
+    else ({}, None). Pass the explained model's hash first, then its fp32 counterpart's."""
+    table = read_chosen()
+    for sha in sha256s:
+        chosen = table.get(sha or "", {}).get(method)
+        if chosen:
+            return dict(chosen["settings"]), chosen["provenance"]
+    return {}, None
+
+
+def record_chosen(sha256: str, settings: dict, provenance: dict) -> None:
+    """Store the search's choice {method: settings} for one model file (other methods and models are kept)."""
+    table = read_chosen()
+    entry = table.setdefault(sha256, {})
+    entry.update({method: {"settings": s, "provenance": provenance} for method, s in settings.items()})
+    settings_path().write_text(json.dumps(table, indent=1) + "\n")
