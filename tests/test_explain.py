@@ -222,3 +222,29 @@ def test_search_skips_settings_that_fail_the_randomised_weights_check(monkeypatc
     corr["b"] = corr["c"] = 0.9
     failed = search_mod.choose_sane(rows, torch_model, None, "scorecam", [SimpleNamespace(path="x")])
     assert failed["chosen"] == {"layers": "a"} and not failed["passed"]
+
+
+def test_batched_lime_perturbations_equal_lime_s_own():
+    """The batched perturbation builder draws the same samples and builds the same images as lime's loop."""
+    from lime import lime_image
+
+    from core.explain.heatmaps import _batched_lime_explainer
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    fudged = np.zeros_like(image) + 100
+    segments = np.repeat(np.repeat(np.arange(16).reshape(4, 4), 6, axis=0), 6, axis=1)
+    seen = {"ours": [], "lime": []}
+
+    def recorder(name):
+        def classifier_fn(batch):
+            seen[name].append(batch.copy())
+            return np.tile([0.3, 0.7], (len(batch), 1))
+        return classifier_fn
+
+    ours = _batched_lime_explainer(3).data_labels(image, fudged, segments, recorder("ours"), 50, batch_size=20)
+    theirs = lime_image.LimeImageExplainer(random_state=3).data_labels(image, fudged, segments, recorder("lime"), 50,
+                                                                       batch_size=20)
+    assert np.array_equal(ours[0], theirs[0]) and np.array_equal(ours[1], theirs[1])
+    assert [b.shape for b in seen["ours"]] == [b.shape for b in seen["lime"]] == [(20, 24, 24, 3)] * 2 + [(10, 24, 24, 3)]
+    assert all(np.array_equal(a, b) for a, b in zip(seen["ours"], seen["lime"]))
