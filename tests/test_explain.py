@@ -191,7 +191,7 @@ def test_search_records_settings_that_become_the_defaults(private_weights, monke
     chosen = result["results"]["lime"]["chosen"]
     e = explain(student, IMAGE, "lime")
     assert e.settings["hide"] == chosen["hide"] and e.settings["num_samples"] == chosen["num_samples"]
-    assert "chosen by core.explain.search on 2 val images" in describe_settings("lime", e.settings)
+    assert "chosen by core.explain.search on 2 validation images" in describe_settings("lime", e.settings)
     layers = result["results"]["gradcam"]["chosen"]["layers"]
     assert explain(student, IMAGE, "gradcam").settings["target_layers"] == layers
     assert "built-in defaults" in describe_settings("lime", explain(teacher, IMAGE, "lime", num_samples=60).settings)

@@ -133,7 +133,8 @@ def search(data_dir, model="student", n: int = 12, split_name: str = "val", prog
 
 def record(result: dict, command: str) -> None:
     """Make the chosen settings the defaults of this model file."""
-    summary = (f"chosen by core.explain.search on {result['n_images']} {result['split']} images "
+    split = {"val": "validation", "train": "training"}.get(result["split"], result["split"])
+    summary = (f"chosen by core.explain.search on {result['n_images']} {split} images "
                f"({date.today().isoformat()})")
     record_chosen(result["sha256"], {m: r["chosen"] for m, r in result["results"].items()},
                   {"summary": summary, "command": command, "model": result["model"], "split": result["split"],
