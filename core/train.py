@@ -22,6 +22,7 @@ from tqdm import tqdm
 from core.data.ham10000 import DatasetError
 from core.models.checkpoint import CheckpointError
 from core.training.config import TrainConfig, TrainConfigError
+from core.training.distributed import launch_environment
 from core.training.trainer import TrainingStopped, run_training
 
 
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports and writes
+    main_rank = launch_environment()["rank"] == 0  # under torchrun only rank 0 reports and writes
     progress = ProgressWriter(cfg.out) if main_rank else SilentProgress()
     try:
         report = run_training(cfg, progress, should_stop=lambda: stop["requested"])

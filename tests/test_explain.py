@@ -211,16 +211,15 @@ def test_search_skips_settings_that_fail_the_randomised_weights_check(monkeypatc
     from core.explain import search as search_mod
 
     corr = {"a": 0.8, "b": 0.1, "c": 0.0}
-    monkeypatch.setattr(search_mod, "load_image", lambda path: IMAGE)
     monkeypatch.setattr(search_mod, "sanity_checks", lambda c, image, method, layers: {
         "randomized_weights_rank_corr": corr[layers], "other_class_rank_corr": 0.2})
     rows = [{"settings": {"layers": k}, "score": s, "seconds": 1.0} for k, s in (("c", 1.0), ("a", 3.0), ("b", 2.0))]
     torch_model = SimpleNamespace(module=object())
-    chosen = search_mod.choose_sane(rows, torch_model, None, "scorecam", [SimpleNamespace(path="x")])
+    chosen = search_mod.choose_sane(rows, torch_model, None, "scorecam", [SimpleNamespace(image=IMAGE)])
     assert chosen["chosen"] == {"layers": "b"} and chosen["passed"]
     assert [c["settings"]["layers"] for c in chosen["sanity_checked"]] == ["a", "b"]
     corr["b"] = corr["c"] = 0.9
-    failed = search_mod.choose_sane(rows, torch_model, None, "scorecam", [SimpleNamespace(path="x")])
+    failed = search_mod.choose_sane(rows, torch_model, None, "scorecam", [SimpleNamespace(image=IMAGE)])
     assert failed["chosen"] == {"layers": "a"} and not failed["passed"]
 
 
@@ -228,7 +227,7 @@ def test_batched_lime_perturbations_equal_lime_s_own():
     """The batched perturbation builder draws the same samples and builds the same images as lime's loop."""
     from lime import lime_image
 
-    from core.explain.heatmaps import _batched_lime_explainer
+    from core.explain.heatmaps import BatchedLimeImageExplainer
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
@@ -242,9 +241,11 @@ def test_batched_lime_perturbations_equal_lime_s_own():
             return np.tile([0.3, 0.7], (len(batch), 1))
         return classifier_fn
 
-    ours = _batched_lime_explainer(3).data_labels(image, fudged, segments, recorder("ours"), 50, batch_size=20)
+    ours = BatchedLimeImageExplainer(random_state=3).data_labels(image, fudged, segments, recorder("ours"), 50,
+                                                                 batch_size=20)
     theirs = lime_image.LimeImageExplainer(random_state=3).data_labels(image, fudged, segments, recorder("lime"), 50,
                                                                        batch_size=20)
     assert np.array_equal(ours[0], theirs[0]) and np.array_equal(ours[1], theirs[1])
-    assert [b.shape for b in seen["ours"]] == [b.shape for b in seen["lime"]] == [(20, 24, 24, 3)] * 2 + [(10, 24, 24, 3)]
+    batches = [(20, 24, 24, 3)] * 2 + [(10, 24, 24, 3)]
+    assert [b.shape for b in seen["ours"]] == [b.shape for b in seen["lime"]] == batches
     assert all(np.array_equal(a, b) for a, b in zip(seen["ours"], seen["lime"]))

@@ -1,7 +1,8 @@
 """CLI: explain one image, or score every method on test-split images.
 
   python -m core.explain IMAGE --model student --method gradcam [--target mel] --out overlay.png
-  python -m core.explain --evaluate --data-dir DIR --split test --n 30 [--models student] [--methods lime] --json xai.json
+  python -m core.explain --evaluate --data-dir DIR --split test --n 30 --json xai.json
+      [--models student] [--methods lime]
 
 The evaluation uses the split the shipped models were trained on (recomputed with their seed and
 checked against the manifest's split fingerprint) and the HAM10000 lesion masks.
@@ -30,40 +31,21 @@ MODELS = ("teacher", "student", "quantized")
 
 def evaluate(data_dir, split_name: str, n: int, models=MODELS, methods=tuple(METHODS), progress=None) -> dict:
     """{model: {method: {energy_in_lesion, lesion_area_fraction, pointing_game, faithfulness, seconds, n}}}."""
-    from core.data.ham10000 import find_mask, load_ham10000
-    from core.data.split import recompute_split
-    from core.explain.scores import lesion_overlap, load_mask, road_faithfulness
-    from core.models.loader import read_manifest
-    from core.paths import resolve_data_dir
+    from core.explain.masked_cases import masked_cases
+    from core.explain.scores import explanation_scores
 
-    data_dir = resolve_data_dir(data_dir)
-    records = load_ham10000(data_dir)
-    student_entry = read_manifest().get("models", {}).get("student", {})
-    seed = int(student_entry.get("seed", 42))
-    split = recompute_split(records, seed, student_entry.get("split_fingerprint"))
-    chosen = set(split[split_name])
-    rng = np.random.default_rng(seed)
-    candidates = [r for r in records if r.image_id in chosen and find_mask(data_dir, r.image_id)]
-    if not candidates:
-        raise DatasetError(f"no {split_name} images with lesion masks below {data_dir}")
-    picked = [candidates[i] for i in sorted(rng.choice(len(candidates), size=min(n, len(candidates)), replace=False))]
+    cases = masked_cases(data_dir, split_name, n)
     results = {}
     for model_name in models:
         classifier, counterpart = load_with_counterpart(model_name)
         with_batch_runtime(classifier)  # the app's runtime for perturbed inputs (same maps, tested)
         rows = {m: [] for m in methods}
-        for record in picked:
-            image = load_image(record.path)
-            mask = load_mask(find_mask(data_dir, record.image_id), image.size)
+        for case in cases:
             for method in methods:
-                e = explain(classifier, image, method, float_classifier=counterpart)
-                target = CLASSES.index(e.target)
-                scores = lesion_overlap(e.heatmap, mask)
-                scores["faithfulness"] = road_faithfulness(classifier, image, e.heatmap, target)
-                scores["seconds"] = e.seconds
-                rows[method].append(scores)
+                e = explain(classifier, case.image, method, float_classifier=counterpart)
+                rows[method].append(explanation_scores(classifier, case.image, case.mask, e))
                 if progress:
-                    progress(model_name, method, record.image_id)
+                    progress(model_name, method, case.image_id)
         results[model_name] = {
             m: {**{k: float(np.mean([r[k] for r in rs])) for k in rs[0]}, "n": len(rs)} for m, rs in rows.items()
         }

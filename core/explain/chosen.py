@@ -6,7 +6,10 @@ newly promoted model never inherits settings measured on another one: it falls b
 defaults until it is searched.
 """
 
+import copy
+import functools
 import json
+from pathlib import Path
 
 from core.paths import weights_dir
 
@@ -18,8 +21,18 @@ def settings_path():
 
 
 def read_chosen() -> dict:
+    """The table, parsed once per version of the file (every explanation and page rerun asks for it)."""
     path = settings_path()
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    return _parsed(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: str, mtime_ns: int, size: int) -> dict:
+    return json.loads(Path(path).read_text())
 
 
 def chosen_settings(method: str, *sha256s) -> tuple:
@@ -29,13 +42,13 @@ def chosen_settings(method: str, *sha256s) -> tuple:
     for sha in sha256s:
         chosen = table.get(sha or "", {}).get(method)
         if chosen:
-            return dict(chosen["settings"]), chosen["provenance"]
+            return copy.deepcopy((chosen["settings"], chosen["provenance"]))
     return {}, None
 
 
 def record_chosen(sha256: str, settings: dict, provenance: dict) -> None:
     """Store the search's choice {method: settings} for one model file (other methods and models are kept)."""
-    table = read_chosen()
+    table = copy.deepcopy(read_chosen())  # the cached table is shared: never change it in place
     entry = table.setdefault(sha256, {})
     entry.update({method: {"settings": s, "provenance": provenance} for method, s in settings.items()})
     settings_path().write_text(json.dumps(table, indent=1) + "\n")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lime import lime_image
+from lime.wrappers.scikit_image import SegmentationAlgorithm
 from PIL import Image, ImageFilter
 from pytorch_grad_cam import GradCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -194,23 +196,19 @@ LIME_HIDE = {  # what a switched-off superpixel becomes (lime fills its masked p
 }
 
 
-def _batched_lime_explainer(seed):
+class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
     """lime's explainer, its perturbed images built per batch with one numpy `where` instead of a Python loop
     over samples and superpixels: the same random draws and the same images, several times faster."""
-    from lime import lime_image
 
-    class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
-        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
-            n_features = np.unique(segments).shape[0]
-            data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
-            data[0, :] = 1  # the first sample is the image itself, as in lime
-            labels = []
-            for start in range(0, num_samples, batch_size):
-                keep = data[start:start + batch_size][:, segments].astype(bool)  # B x H x W: superpixel on
-                labels.extend(classifier_fn(np.where(keep[..., None], image, fudged_image)))
-            return data, np.array(labels)
-
-    return BatchedLimeImageExplainer(random_state=seed)
+    def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
+        n_features = np.unique(segments).shape[0]
+        data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+        data[0, :] = 1  # the first sample is the image itself, as in lime
+        labels = []
+        for start in range(0, num_samples, batch_size):
+            keep = data[start:start + batch_size][:, segments].astype(bool)  # B x H x W: superpixel on
+            labels.extend(classifier_fn(np.where(keep[..., None], image, fudged_image)))
+        return data, np.array(labels)
 
 
 def explain_lime(classifier, image, target, progress=None, float_classifier=None, num_samples=600,
@@ -222,8 +220,6 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     fixed budget (`n_segments`) of compact superpixels that follow the lesion border, so the
     explanation is comparable across images and fast enough for the app.
     """
-    from lime.wrappers.scikit_image import SegmentationAlgorithm
-
     cfg = classifier.config
     view = resize_uint8(image, LIME_VIEW_SIZE)
     total = -(-num_samples // batch_size)
@@ -238,7 +234,7 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
 
     segmenter = SegmentationAlgorithm("slic", n_segments=n_segments, compactness=10, sigma=1, start_label=0,
                                       random_seed=seed)
-    explainer = _batched_lime_explainer(seed)
+    explainer = BatchedLimeImageExplainer(random_state=seed)
     exp = explainer.explain_instance(view, classifier_fn, labels=(target,), top_labels=None,
                                      hide_color=LIME_HIDE[hide](view),
                                      num_samples=num_samples, batch_size=batch_size, segmentation_fn=segmenter,

@@ -59,3 +59,12 @@ def road_faithfulness(classifier, image: Image.Image, heatmap: np.ndarray, targe
     with torch.no_grad():
         score = metric(x, cam[None], [ClassifierOutputSoftmaxTarget(target)], ClassifierModule(classifier))
     return float(np.asarray(score).reshape(-1)[0])
+
+
+def explanation_scores(classifier, image: Image.Image, mask: np.ndarray, explanation) -> dict:
+    """Lesion overlap, ROAD faithfulness (for the explained class) and seconds of one explanation."""
+    scores = lesion_overlap(explanation.heatmap, mask)
+    target = list(classifier.config.classes).index(explanation.target)
+    scores["faithfulness"] = road_faithfulness(classifier, image, explanation.heatmap, target)
+    scores["seconds"] = explanation.seconds
+    return scores

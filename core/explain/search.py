@@ -26,16 +26,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # lime draws its own bar per explana
 
 import numpy as np  # noqa: E402
 
-from core.classes import CLASSES
-from core.data.ham10000 import DatasetError, find_mask, load_ham10000
-from core.data.preprocess import load_image
-from core.data.split import recompute_split
+from core.data.ham10000 import DatasetError
 from core.explain.chosen import record_chosen
 from core.explain.heatmaps import LIME_HIDE, explain
+from core.explain.masked_cases import masked_cases
 from core.explain.sanity import sanity_checks
-from core.explain.scores import lesion_overlap, load_mask, road_faithfulness
-from core.models.loader import load_with_counterpart, read_manifest, with_batch_runtime
-from core.paths import resolve_data_dir
+from core.explain.scores import explanation_scores
+from core.models.loader import load_with_counterpart, with_batch_runtime
 
 SANITY_IMAGES = 6  # Adebayo checks on the chosen settings: randomised weights, another class
 SANITY_LIMIT = 0.3  # |rank correlation| with the randomised-weights map above this: the map shows the image
@@ -62,17 +59,11 @@ def score(row_list) -> dict:
     return mean
 
 
-def score_setting(classifier, counterpart, method, settings, records, data_dir) -> dict:
-    """One candidate setting's mean lesion overlap, ROAD faithfulness and seconds over `records`."""
-    per_image = []
-    for record in records:
-        image = load_image(record.path)
-        mask = load_mask(find_mask(data_dir, record.image_id), image.size)
-        e = explain(classifier, image, method, float_classifier=counterpart, **settings)
-        scores = lesion_overlap(e.heatmap, mask)
-        scores["faithfulness"] = road_faithfulness(classifier, image, e.heatmap, CLASSES.index(e.target))
-        scores["seconds"] = e.seconds
-        per_image.append(scores)
+def score_setting(classifier, counterpart, method, settings, cases) -> dict:
+    """One candidate setting's mean lesion overlap, ROAD faithfulness and seconds over the masked cases."""
+    per_image = [explanation_scores(classifier, c.image, c.mask,
+                                    explain(classifier, c.image, method, float_classifier=counterpart, **settings))
+                 for c in cases]
     return {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
             **score(per_image), "n": len(per_image)}
 
@@ -81,14 +72,13 @@ def by_score(row) -> tuple:
     return round(row["score"], 3), -row["seconds"]
 
 
-def choose_sane(rows, classifier, counterpart, method, records) -> dict:
+def choose_sane(rows, classifier, counterpart, method, cases) -> dict:
     """The best-scoring setting whose map passes the randomised-weights check, with its sanity numbers
     (settings are checked in score order until one passes; if none does, the best one, flagged)."""
     torch_classifier = classifier if classifier.module is not None else counterpart
     checked = []
     for row in sorted(rows, key=by_score, reverse=True):
-        sanity = [sanity_checks(torch_classifier, load_image(r.path), method, **row["settings"])
-                  for r in records[:SANITY_IMAGES]]
+        sanity = [sanity_checks(torch_classifier, c.image, method, **row["settings"]) for c in cases[:SANITY_IMAGES]]
         summary = {k: float(np.mean([x[k] for x in sanity])) for k in
                    ("randomized_weights_rank_corr", "other_class_rank_corr")}
         checked.append({"settings": row["settings"], **summary})
@@ -100,18 +90,9 @@ def choose_sane(rows, classifier, counterpart, method, records) -> dict:
 
 def search(data_dir, model="student", n: int = 12, split_name: str = "val", progress=None, methods=None) -> dict:
     """Score every candidate setting of `methods` (default: all) on `n` images of `split_name`."""
-    data_dir = resolve_data_dir(data_dir)
     if split_name == "test":
         raise ValueError("settings are chosen on validation images, never on the test split")
-    records = load_ham10000(data_dir)
-    entry = read_manifest().get("models", {}).get("student", {})
-    split = recompute_split(records, int(entry.get("seed", 42)), entry.get("split_fingerprint"))
-    chosen = set(split[split_name])
-    candidates = [r for r in records if r.image_id in chosen and find_mask(data_dir, r.image_id)]
-    if not candidates:
-        raise DatasetError(f"no {split_name} images with lesion masks below {data_dir}")
-    rng = np.random.default_rng(0)
-    picked = [candidates[i] for i in sorted(rng.choice(len(candidates), size=min(n, len(candidates)), replace=False))]
+    cases = masked_cases(data_dir, split_name, n, sample_seed=0)
     classifier, counterpart = load_with_counterpart(model)
     with_batch_runtime(classifier)  # the app's runtime for perturbed inputs, so the seconds are the app's
     hybrid = (classifier.module or counterpart.module).model
@@ -122,12 +103,12 @@ def search(data_dir, model="student", n: int = 12, split_name: str = "val", prog
         rows, best = [], None
         for stage in stages:
             for settings in stage(best):
-                rows.append(score_setting(classifier, counterpart, method, settings, picked, data_dir))
+                rows.append(score_setting(classifier, counterpart, method, settings, cases))
                 if progress:
                     progress(method, settings)
             best = max(rows, key=by_score)["settings"]
-        results[method] = {"candidates": rows, **choose_sane(rows, classifier, counterpart, method, picked)}
-    return {"model": model, "sha256": classifier.sha256, "split": split_name, "n_images": len(picked),
+        results[method] = {"candidates": rows, **choose_sane(rows, classifier, counterpart, method, cases)}
+    return {"model": model, "sha256": classifier.sha256, "split": split_name, "n_images": len(cases),
             "results": results}
 
 
@@ -163,8 +144,9 @@ def main(argv=None) -> int:
         record(result, "python -m core.explain.search " + " ".join(argv if argv is not None else sys.argv[1:]))
     for method, r in result["results"].items():
         verdict = "" if r["passed"] else " (no setting passed the randomised-weights check)"
+        sanity = r["sanity"]
         print(f"\n{method}: chosen {r['chosen']}{verdict}; rank correlation with randomised weights "
-              f"{r['sanity']['randomized_weights_rank_corr']:+.2f}, with another class {r['sanity']['other_class_rank_corr']:+.2f}")
+              f"{sanity['randomized_weights_rank_corr']:+.2f}, with another class {sanity['other_class_rank_corr']:+.2f}")
         for row in r["candidates"]:
             print(f"  {json.dumps(row['settings'])}: energy ratio {row['energy_ratio']:.2f}, pointing "
                   f"{row['pointing_game']:.2f}, ROAD {row['faithfulness']:+.3f}, {row['seconds']:.2f} s")

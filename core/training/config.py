@@ -1,10 +1,10 @@
 """Training run config (written to RUN_DIR/config.json) and its up-front validation."""
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.distillation.stages import STAGES
+from core.training.distributed import launch_environment
 
 
 class TrainConfigError(ValueError):
@@ -42,8 +42,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def problems(self) -> list:
-        """Everything wrong with these parameters (empty when fine)."""
+    def problems(self, world_size: int = None) -> list:
+        """Everything wrong with these parameters (empty when fine) for `world_size` processes (default: the
+        launch environment's)."""
         p = []
         if self.stage not in STAGES:
             p.append(f"unknown stage {self.stage!r} (choose from {', '.join(STAGES)})")
@@ -65,7 +66,7 @@ class TrainConfig:
             p.append("balance power must be in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):
             p.append(f"device must be auto, cpu or cuda (got {self.device!r})")
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = world_size or launch_environment()["world_size"]
         if self.batch_size % world:
             p.append(f"batch size {self.batch_size} is the global batch and must divide by the {world} processes")
         if not 0 <= self.warmup_epochs <= self.epochs:
@@ -74,7 +75,7 @@ class TrainConfig:
             p.append(f"teacher checkpoint not found: {self.teacher}")
         return p
 
-    def validate(self) -> None:
-        problems = self.problems()
+    def validate(self, world_size: int = None) -> None:
+        problems = self.problems(world_size)
         if problems:
             raise TrainConfigError("; ".join(problems))

@@ -53,12 +53,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def launch_environment() -> dict:
+    """rank, world_size, local_rank and local_world_size as torchrun sets them (one process without it)."""
+    return {k.lower(): int(os.environ.get(k, default)) for k, default in
+            (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1))}
+
+
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group torchrun describes in the environment (none for a plain single process)."""
     device = resolve_device(device)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    env = launch_environment()
+    rank, world_size, local_rank = env["rank"], env["world_size"], env["local_rank"]
+    local_world = env["local_world_size"]
     if device == "cuda":
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
@@ -102,6 +108,32 @@ def assert_replicas_identical(model: nn.Module, ctx: DistributedContext) -> None
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     if low.item() != high.item():
         raise RuntimeError(f"rank {ctx.rank}: replicas hold different weights ({low.item()} vs {high.item()})")
+
+
+def ddp_anchor(out, ctx: DistributedContext):
+    """Zero that touches every exit: DDP reduces gradients in buckets and waits for every parameter that
+    produced an output, so stages whose loss ignores the exits (kd) would leave a bucket unreduced."""
+    if not ctx.distributed:
+        return 0.0
+    return 0.0 * sum(e.sum() for e in out.exit_logits)
+
+
+def average_gradients(parameters, ctx: DistributedContext) -> None:
+    """Mean of each gradient over ranks (what DDP does for the parameters it wraps)."""
+    if ctx.distributed:
+        for p in parameters:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(ctx.world_size)
+
+
+def mean_over_ranks(values: dict, ctx: DistributedContext) -> dict:
+    """Each value averaged over ranks (the logged losses then cover the global batches)."""
+    if not ctx.distributed:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(values, (t / ctx.world_size).tolist()))
 
 
 def barrier(ctx: DistributedContext) -> None:

@@ -79,9 +79,9 @@ def active_job(root=None):
     return None
 
 
-def check_data(cfg: TrainConfig) -> None:
+def check_data(cfg: TrainConfig, processes: int = 1) -> None:
     """Refuse before any work: bad parameters, missing folder/metadata/images, unknown labels."""
-    cfg.validate()
+    cfg.validate(world_size=processes)
     load_ham10000(resolve_data_dir(cfg.data_dir))  # raises DatasetError listing every problem
 
 
@@ -97,10 +97,8 @@ def start_job(cfg: TrainConfig, root=None, processes: int = 1) -> dict:
     """Launch training in the background (with torchrun when processes > 1); refuses while another job runs."""
     if not 1 <= processes <= (os.cpu_count() or 1):
         raise JobError(f"processes must be between 1 and {os.cpu_count() or 1} (the cores of this machine)")
-    if cfg.batch_size % processes:
-        raise JobError(f"batch size {cfg.batch_size} is the global batch and must divide by {processes} processes")
     root = Path(root or runs_root())
-    check_data(cfg)
+    check_data(cfg, processes)
     with exclusive_lock(root / ".jobs.lock"):
         running = active_job(root)
         if running:

@@ -34,8 +34,9 @@ from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkp
 from core.models.factory import DEFAULT_CONFIGS, count_params, create_model
 from core.paths import cache_dir, resolve_data_dir
 from core.training.config import TrainConfig, TrainConfigError
-from core.training.distributed import (DistributedContext, any_rank, assert_replicas_identical, barrier,
-                                       close_distributed, init_distributed, local_slice, synchronised_batchnorm)
+from core.training.distributed import (DistributedContext, any_rank, assert_replicas_identical, average_gradients,
+                                       barrier, close_distributed, ddp_anchor, init_distributed, local_slice,
+                                       mean_over_ranks, synchronised_batchnorm)
 
 log = logging.getLogger(__name__)
 
@@ -269,31 +270,6 @@ def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator, mine=
     both models see the same view."""
     x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8)), config.mean, config.std)
     return teacher(augment_batch(x, augment_cfg, generator, std=config.std)[mine].to(device))
-
-
-def ddp_anchor(out, ctx: DistributedContext):
-    """Zero that touches every exit: DDP reduces gradients in buckets and waits for every parameter that
-    produced an output, so stages whose loss ignores the exits (kd) would leave a bucket unreduced."""
-    if not ctx.distributed:
-        return 0.0
-    return 0.0 * sum(e.sum() for e in out.exit_logits)
-
-
-def average_gradients(parameters, ctx: DistributedContext) -> None:
-    """Mean of each gradient over ranks (what DDP does for the parameters it wraps)."""
-    if ctx.distributed:
-        for p in parameters:
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad.div_(ctx.world_size)
-
-
-def mean_over_ranks(values: dict, ctx: DistributedContext) -> dict:
-    if not ctx.distributed:
-        return values
-    t = torch.tensor(list(values.values()), dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return dict(zip(values, (t / ctx.world_size).tolist()))
 
 
 def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
