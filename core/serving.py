@@ -2,17 +2,21 @@
 
 Twenty sessions each running torch and ONNX Runtime on every core thrash a small machine; here all
 model work goes through `ModelWorkPool.submit`, which runs at most `workers` jobs at once (one per
-core, torch at one intra-op thread each), so concurrent sessions queue instead of fighting.
+core, torch at one intra-op thread each), so concurrent sessions queue instead of fighting. The queue is
+ordered by priority, then arrival: a prediction (milliseconds) is not kept waiting behind other sessions'
+explanations (seconds each).
 Identical requests share one computation and, once done, one cached result (bounded LRU), keyed by
 what determines the answer: image sha256, model sha256, method, target and settings. The cache is
 bounded by bytes (arrays and images a result holds), so memory stays flat under load. A waiter
 that goes away (`release`) cancels a job nobody else waits for before it starts.
 """
 
+import itertools
 import os
+import queue
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 import torch
@@ -22,15 +26,19 @@ class ModelWorkPool:
     def __init__(self, workers: int = None, cache_bytes: int = 256 * 2**20, threads_per_worker: int = 1):
         self.workers = workers or os.cpu_count() or 1
         torch.set_num_threads(threads_per_worker)  # once, for the whole process
-        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="model-work")
+        self._queue = queue.PriorityQueue()  # (priority, arrival, future, key, fn, args, kwargs)
+        self._arrival = itertools.count()
+        for i in range(self.workers):
+            threading.Thread(target=self._work, name=f"model-work-{i}", daemon=True).start()
         self._lock = threading.Lock()
         self._done = OrderedDict()  # key -> (result, bytes), least recently used first
         self._running = {}  # key -> (future, number of waiters)
         self.cache_bytes, self._cached_bytes = cache_bytes, 0
         self.hits = self.computed = self.cancelled = 0
 
-    def submit(self, key, fn, *args, **kwargs) -> Future:
-        """A future of fn(*args, **kwargs), shared with any identical request (same key)."""
+    def submit(self, key, fn, *args, priority: int = 1, **kwargs) -> Future:
+        """A future of fn(*args, **kwargs), shared with any identical request (same key); queued jobs run in
+        order of `priority` (lower first), then of arrival."""
         with self._lock:
             if key in self._done:
                 self._done.move_to_end(key)
@@ -42,9 +50,20 @@ class ModelWorkPool:
                 future, waiters = self._running[key]
                 self._running[key] = (future, waiters + 1)
                 return future
-            future = self._executor.submit(self._run, key, fn, args, kwargs)
+            future = Future()
+            self._queue.put((priority, next(self._arrival), future, key, fn, args, kwargs))
             self._running[key] = (future, 1)
             return future
+
+    def _work(self):
+        while True:
+            _, _, future, key, fn, args, kwargs = self._queue.get()
+            if not future.set_running_or_notify_cancel():  # released before it started
+                continue
+            try:
+                future.set_result(self._run(key, fn, args, kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
 
     def _run(self, key, fn, args, kwargs):
         try:

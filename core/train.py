@@ -53,6 +53,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the architecture's)")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when present (bf16 autocast), else CPU")
+    p.add_argument("--sync-batchnorm", default=d.sync_batchnorm, choices=("auto", "on", "off"),
+                   help="BatchNorm statistics over the global batch of all processes; auto: on CUDA, and on CPU only "
+                        "when a process gets fewer than 16 images per step")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,

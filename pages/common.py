@@ -104,7 +104,8 @@ def analysed(name: str, data: bytes, classifier, tta=None):
     key = image_key(data)
     job = ("predict", key, classifier.sha256, tta)
     try:
-        image, prediction = await_result(job, work_pool().submit(job, _decode_and_predict, data, classifier, tta))
+        image, prediction = await_result(job, work_pool().submit(job, _decode_and_predict, data, classifier, tta,
+                                                                priority=0))
     except ImageError as exc:
         return key, None, f"{name}: {exc}"
     return key, image, prediction

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from core.models.checkpoint import load_checkpoint, read_checkpoint
-from core.training.distributed import DistributedContext, local_slice
+from core.training.distributed import DistributedContext, local_slice, wants_synchronised_batchnorm
 from tests.conftest import FIXTURE, ROOT, TINY_SIZE, train_tiny
 
 # dropout and stochastic depth off, so that two runs can be compared step by step
@@ -57,7 +57,8 @@ def test_two_process_distillation_writes_one_set_of_files_and_resumes_on_one(tea
 def test_first_step_matches_one_process(teacher, tmp_path, stage):
     """Same global batch and seed: the first step's gradients (Adam's first moment) of a 2-process run equal
     the single-process ones within float tolerance; the trainer checks after every step that ranks agree."""
-    args = ["--stage", stage, "--teacher", str(teacher), *COMMON, "--epochs", "1", "--batch-size", "24"]
+    args = ["--stage", stage, "--teacher", str(teacher), *COMMON, "--epochs", "1", "--batch-size", "24",
+            "--sync-batchnorm", "on"]
     one, two = tmp_path / "one", tmp_path / "two"
     single = subprocess.run([sys.executable, "-m", "core.train", *args, "--threads", "1", "--out", str(one)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -65,6 +66,7 @@ def test_first_step_matches_one_process(teacher, tmp_path, stage):
     assert single.returncode == 0, single.stderr[-3000:]
     result = torchrun([*args, "--out", str(two)])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((two / "config.json").read_text())["batchnorm_synchronised"]
     a, b = read_checkpoint(one / "last.pt"), read_checkpoint(two / "last.pt")
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 1  # exactly one optimiser step
     num = den = 0.0
@@ -78,6 +80,16 @@ def test_first_step_matches_one_process(teacher, tmp_path, stage):
     moved = [float((a["state_dict"][k] - b["state_dict"][k]).abs().max()) for k in a["state_dict"]
              if a["state_dict"][k].is_floating_point()]
     assert max(moved) <= 2.1 * 2e-3  # at most Adam's first-step size (lr) in opposite directions
+
+
+def test_batchnorm_is_synchronised_where_it_pays():
+    """auto: always with CUDA; on CPU only below 16 images per rank and step (gloo's collectives are slow)."""
+    cpu, cuda = (DistributedContext(world_size=2, backend=b, device=d) for b, d in (("gloo", "cpu"), ("nccl", "cuda:0")))
+    assert not wants_synchronised_batchnorm("auto", cpu, 64)  # 32 images per rank
+    assert wants_synchronised_batchnorm("auto", cpu, 24)  # 12 per rank
+    assert wants_synchronised_batchnorm("auto", cuda, 64)
+    assert wants_synchronised_batchnorm("on", cpu, 64) and not wants_synchronised_batchnorm("off", cuda, 8)
+    assert not wants_synchronised_batchnorm("on", DistributedContext(), 64)  # one process: nothing to synchronise
 
 
 def test_ranks_draw_disjoint_shards_of_the_global_stream():

@@ -48,3 +48,16 @@ def test_cache_is_bounded_by_bytes():
     assert stats["cached_bytes"] <= 3 * 2**20 and stats["cached"] == 2
     assert pool.submit(9, np.ones, 1).result(5).nbytes == 2**20  # the most recent stays cached
     assert result_bytes(np.zeros(10)) == 1024 + 80
+
+
+def test_predictions_jump_the_queue_of_explanations():
+    pool = ModelWorkPool(workers=1, threads_per_worker=torch.get_num_threads())
+    gate, order = threading.Event(), []
+    busy = pool.submit("busy", lambda: gate.wait(5))
+    queued = [pool.submit(name, order.append, name) for name in ("explain-1", "explain-2")]
+    queued.append(pool.submit("predict", order.append, "predict", priority=0))  # arrives last
+    gate.set()
+    busy.result(5)
+    for future in queued:
+        future.result(5)
+    assert order == ["predict", "explain-1", "explain-2"]

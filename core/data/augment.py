@@ -20,18 +20,12 @@ class AugmentConfig:
     saturation: float = 0.15
 
 
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, std=(0.226,)) -> torch.Tensor:
-    """x: normalised float N x C x H x W (normalised with `std`) -> augmented copy (same shape)."""
-    n = x.shape[0]
+def draw_augmentation(n: int, cfg: AugmentConfig, generator: torch.Generator) -> dict:
+    """The random draws of one batch of n images: colour factors and one affine warp (theta) per image."""
     g = generator
-    # colour jitter in normalised space: brightness shift, contrast and saturation scaling
-    mean_lum = x.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * cfg.contrast
-    x = (x - mean_lum) * contrast + mean_lum
-    gray = x.mean(dim=1, keepdim=True)
-    saturation = 1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * cfg.saturation
-    x = (x - gray) * saturation + gray
-    x = x + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * cfg.brightness / (sum(std) / len(std))
+    draws = {name: 1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * getattr(cfg, name)
+             for name in ("contrast", "saturation")}
+    draws["brightness"] = (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * cfg.brightness
     # random resized crop + flip + 90-degree rotation as one affine warp per image
     area = cfg.min_crop_area + torch.rand(n, generator=g) * (1 - cfg.min_crop_area)
     log_r = (torch.rand(n, generator=g) * 2 - 1) * math.log(cfg.max_aspect_change)
@@ -50,5 +44,23 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     theta[:, 1, 1] = cos * sy
     theta[:, 0, 2] = tx
     theta[:, 1, 2] = ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    draws["theta"] = theta
+    return draws
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, std=(0.226,),
+                  rows=slice(None), batch_size: int = None) -> torch.Tensor:
+    """x: normalised float N x C x H x W (normalised with `std`) -> augmented copy (same shape).
+
+    With `rows`, x holds only those rows of a batch of `batch_size` images: the draws are the whole batch's, so
+    each rank of a distributed run augments just its share of the same augmented global batch.
+    """
+    draws = {k: v[rows] for k, v in draw_augmentation(batch_size or x.shape[0], cfg, generator).items()}
+    # colour jitter in normalised space: contrast and saturation scaling, brightness shift
+    mean_lum = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean_lum) * draws["contrast"] + mean_lum
+    gray = x.mean(dim=1, keepdim=True)
+    x = (x - gray) * draws["saturation"] + gray
+    x = x + draws["brightness"] / (sum(std) / len(std))
+    grid = F.affine_grid(draws["theta"], list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

