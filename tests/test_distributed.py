@@ -82,6 +82,19 @@ def test_first_step_matches_one_process(teacher, tmp_path, stage):
     assert max(moved) <= 2.1 * 2e-3  # at most Adam's first-step size (lr) in opposite directions
 
 
+def test_each_rank_augments_its_share_of_the_same_global_batch():
+    """A rank's slice, augmented alone with the global batch's draws, equals that slice of the whole batch
+    augmented at once, and leaves the generator where the whole batch would."""
+    from core.data.augment import AugmentConfig, augment_batch
+
+    x = torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    whole_gen, share_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    whole = augment_batch(x, AugmentConfig(), whole_gen)
+    share = local_slice(np.arange(12), DistributedContext(rank=1, world_size=3))
+    assert torch.equal(augment_batch(x[share], AugmentConfig(), share_gen, rows=share, batch_size=12), whole[share])
+    assert torch.equal(whole_gen.get_state(), share_gen.get_state())
+
+
 def test_batchnorm_is_synchronised_where_it_pays():
     """auto: always with CUDA; on CPU only below 16 images per rank and step (gloo's collectives are slow)."""
     cpu, cuda = (DistributedContext(world_size=2, backend=b, device=d) for b, d in (("gloo", "cpu"), ("nccl", "cuda:0")))
