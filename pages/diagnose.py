@@ -89,9 +89,11 @@ def detail(name, key, image, prediction, classifier, model_name):
     st.caption("Warm colours: regions that raised the score of the explained class. LIME outlines its top "
                "superpixels in white. Explanations show what the model used, not where the pathology is.")
     manifest = read_manifest().get("models", {}).get(model_name, {})
-    pdf = build_pdf_report(work, name, prediction, overlays, model_name, classifier.sha256,
-                           manifest.get("date", ""), now=dt.datetime.now(dt.timezone.utc),
-                           settings=settings)
+
+    def pdf():  # built when the button is clicked, not on every rerun of every session
+        return build_pdf_report(work, name, prediction, overlays, model_name, classifier.sha256,
+                                manifest.get("date", ""), now=dt.datetime.now(dt.timezone.utc), settings=settings)
+
     st.download_button("Download PDF report", pdf, file_name=f"dermadistill-report-{key[:16]}.pdf",
                        mime="application/pdf", key=f"pdf-{key}")
 

@@ -1,10 +1,11 @@
 """End to end in a real browser: `streamlit run app.py` driven by Playwright in Debian's Chromium.
 
-Diagnose (upload, prediction, three overlays), a bookmarked page as the first request after a restart,
+Diagnose (upload, prediction, three overlays, the PDF report downloaded), a bookmarked page as the first request after a restart,
 and three Learn cases; screenshots go to artifacts/ (gitignored; CI keeps them as artifacts).
 """
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -42,10 +43,14 @@ def test_diagnose_in_a_real_browser(server):
         for method in ("Grad-CAM", "Score-CAM", "LIME"):
             expect(page.get_by_text(f"{method} ·")).to_be_visible(timeout=180_000)
         expect(page.get_by_text("Download PDF report")).to_be_visible(timeout=60_000)
+        with page.expect_download(timeout=60_000) as download:  # the report is built on the click
+            page.get_by_text("Download PDF report").click()
+        report, report_name = Path(download.value.path()).read_bytes(), download.value.suggested_filename
         text = page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "diagnose.png"), full_page=True)
     assert "not a diagnostic device" in text
     assert "Traceback" not in text
+    assert report.startswith(b"%PDF") and report_name.endswith(".pdf")
 
 
 @needs_chromium

@@ -113,24 +113,33 @@ def test_road_faithfulness_is_finite(models):
     assert np.isfinite(score) and -1 <= score <= 1
 
 
-def test_vectorised_lime_resize_keeps_the_top_superpixels(monkeypatch):
-    """LIME resizes its perturbed views in one batched call; with the same seed it finds the same top
-    superpixels as the per-sample PIL resize it replaced (shipped student, a gallery image)."""
+def test_lime_samples_built_at_model_size_keep_the_top_superpixels(monkeypatch):
+    """LIME builds its perturbed samples at the model's input size; with the same seed it finds the same top
+    superpixels as lime's own loop at the 224 px view with a PIL resize per sample (shipped student, a gallery
+    image)."""
     import torch
+    from lime import lime_image
 
     from core.data.preprocess import resize_uint8, to_model_tensor
     from core.explain import heatmaps
     from tests.conftest import ROOT
 
     student = load_model("student", root=ROOT / "weights")
+    cfg = student.config
     image = Image.open(sorted((ROOT / "assets" / "gallery").glob("*.jpg"))[3]).convert("RGB")
     fast = explain(student, image, "lime", num_samples=300)
 
-    def per_sample_pil(batch, cfg):
-        arr = np.stack([resize_uint8(Image.fromarray(b.astype(np.uint8)), cfg.img_size) for b in batch])
-        return to_model_tensor(torch.from_numpy(arr), cfg.mean, cfg.std)
+    class PerSamplePil(lime_image.LimeImageExplainer):
+        def __init__(self, to_model, size, **kwargs):
+            super().__init__(**kwargs)
 
-    monkeypatch.setattr(heatmaps, "lime_batch_to_model", per_sample_pil)
+        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
+            def resized(batch):
+                arr = np.stack([resize_uint8(Image.fromarray(b.astype(np.uint8)), cfg.img_size) for b in batch])
+                return classifier_fn(to_model_tensor(torch.from_numpy(arr), cfg.mean, cfg.std))
+            return super().data_labels(image, fudged_image, segments, resized, num_samples, batch_size)
+
+    monkeypatch.setattr(heatmaps, "BatchedLimeImageExplainer", PerSamplePil)
     reference = explain(student, image, "lime", num_samples=300)
     # the same three top superpixels (near-tied weights may swap places within them)
     assert set(fast.settings["top_segments"][:3]) == set(reference.settings["top_segments"][:3])
@@ -225,6 +234,7 @@ def test_search_skips_settings_that_fail_the_randomised_weights_check(monkeypatc
 
 def test_batched_lime_perturbations_equal_lime_s_own():
     """The batched perturbation builder draws the same samples and builds the same images as lime's loop."""
+    import torch
     from lime import lime_image
 
     from core.explain.heatmaps import BatchedLimeImageExplainer
@@ -236,13 +246,14 @@ def test_batched_lime_perturbations_equal_lime_s_own():
     seen = {"ours": [], "lime": []}
 
     def recorder(name):
-        def classifier_fn(batch):
-            seen[name].append(batch.copy())
+        def classifier_fn(batch):  # ours gets N x C x H x W tensors, lime N x H x W x 3 arrays
+            seen[name].append(batch.permute(0, 2, 3, 1).numpy() if name == "ours" else batch.copy())
             return np.tile([0.3, 0.7], (len(batch), 1))
         return classifier_fn
 
-    ours = BatchedLimeImageExplainer(random_state=3).data_labels(image, fudged, segments, recorder("ours"), 50,
-                                                                 batch_size=20)
+    as_tensors = lambda views: torch.from_numpy(views).permute(0, 3, 1, 2)  # noqa: E731 (at the view's size)
+    ours = BatchedLimeImageExplainer(as_tensors, 24, random_state=3).data_labels(
+        image, fudged, segments, recorder("ours"), 50, batch_size=20)
     theirs = lime_image.LimeImageExplainer(random_state=3).data_labels(image, fudged, segments, recorder("lime"), 50,
                                                                        batch_size=20)
     assert np.array_equal(ours[0], theirs[0]) and np.array_equal(ours[1], theirs[1])

@@ -27,7 +27,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from core.data.preprocess import preprocess, resize_uint8, to_model_tensor
 from core.explain.chosen import chosen_settings
 
-LIME_VIEW_SIZE = 224  # LIME perturbs a 224 px view, so SLIC superpixels follow lesion structure
+LIME_VIEW_SIZE = 224  # SLIC superpixels are found on a 224 px view, so they follow lesion structure
 
 
 @dataclass
@@ -178,8 +178,8 @@ def explain_scorecam(classifier, image, target, progress=None, float_classifier=
 
 
 def lime_batch_to_model(batch: np.ndarray, cfg) -> torch.Tensor:
-    """LIME's perturbed N x H x W x 3 views -> normalised model input, resized in one vectorised call
-    (antialiased bicubic, rounded to 8-bit like the PIL path it replaces)."""
+    """N x H x W x 3 views (LIME's image and its fill) -> normalised model input, resized in one vectorised call
+    (antialiased bicubic, rounded to 8-bit like PIL's resize)."""
     x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bicubic", antialias=True, align_corners=False)
     return to_model_tensor(x.clamp_(0, 255).round_(), cfg.mean, cfg.std)
@@ -196,18 +196,33 @@ LIME_HIDE = {  # what a switched-off superpixel becomes (lime fills its masked p
 }
 
 
+def nearest_resize(labels: np.ndarray, size: int) -> np.ndarray:
+    """An H x W label map sampled at size x size pixel centres (nearest neighbour: labels stay labels)."""
+    rows = ((np.arange(size) + 0.5) * labels.shape[0] / size).astype(int)
+    cols = ((np.arange(size) + 0.5) * labels.shape[1] / size).astype(int)
+    return labels[rows[:, None], cols[None, :]]
+
+
 class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
-    """lime's explainer, its perturbed images built per batch with one numpy `where` instead of a Python loop
-    over samples and superpixels: the same random draws and the same images, several times faster."""
+    """lime's explainer with its perturbed samples built directly as model input: the view, its hidden-superpixel
+    fill and the superpixel map are brought to the model's input size once (`to_model`: N x H x W x 3 views ->
+    N x C x size x size tensors), then each batch is one torch.where between the two. The same random draws as
+    lime's loop over samples and superpixels, without a resize per sample; `classifier_fn` receives tensors."""
+
+    def __init__(self, to_model, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.to_model, self.size = to_model, size
 
     def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
         n_features = np.unique(segments).shape[0]
         data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1  # the first sample is the image itself, as in lime
+        shown, hidden = self.to_model(np.stack([image, fudged_image]))
+        superpixels = nearest_resize(segments, self.size)
         labels = []
         for start in range(0, num_samples, batch_size):
-            keep = data[start:start + batch_size][:, segments].astype(bool)  # B x H x W: superpixel on
-            labels.extend(classifier_fn(np.where(keep[..., None], image, fudged_image)))
+            keep = torch.from_numpy(data[start:start + batch_size][:, superpixels].astype(bool))[:, None]
+            labels.extend(classifier_fn(torch.where(keep, shown, hidden)))
         return data, np.array(labels)
 
 
@@ -225,8 +240,8 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     total = -(-num_samples // batch_size)
     calls = {"n": 0}
 
-    def classifier_fn(batch):
-        logits = classifier.batch_logits(lime_batch_to_model(batch, cfg)).float()
+    def classifier_fn(x):
+        logits = classifier.batch_logits(x).float()
         calls["n"] += 1
         if progress:
             progress(min(calls["n"], total), total)
@@ -234,7 +249,8 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
 
     segmenter = SegmentationAlgorithm("slic", n_segments=n_segments, compactness=10, sigma=1, start_label=0,
                                       random_seed=seed)
-    explainer = BatchedLimeImageExplainer(random_state=seed)
+    explainer = BatchedLimeImageExplainer(lambda views: lime_batch_to_model(views, cfg), cfg.img_size,
+                                          random_state=seed)
     exp = explainer.explain_instance(view, classifier_fn, labels=(target,), top_labels=None,
                                      hide_color=LIME_HIDE[hide](view),
                                      num_samples=num_samples, batch_size=batch_size, segmentation_fn=segmenter,
