@@ -140,7 +140,7 @@ def mean_over_ranks(values: dict, ctx: DistributedContext) -> dict:
 def main_rank_uses_node(ctx: DistributedContext):
     """While rank 0 works alone (validation, the final report) and its node's other ranks wait at a barrier,
     which costs them no CPU, rank 0 runs torch on all their threads."""
-    if not ctx.distributed or not ctx.device == "cpu":
+    if not ctx.distributed or ctx.device != "cpu":
         yield
         return
     threads = torch.get_num_threads()
