@@ -89,7 +89,8 @@ def test_learn_plays_three_cases(server):
             page.get_by_text("Melanocytic nevi (nv)").first.click()
             page.get_by_role("button", name="Reveal").click()
             expect(page.get_by_text("Ground truth:")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Teaching note")).to_be_visible(timeout=180_000)
+            # "Teaching note —" is the note itself; plain "Teaching note" also matches the sources expander
+            expect(page.get_by_text("Teaching note —")).to_be_visible(timeout=180_000)
             expect(page.get_by_text(f"Your score ({n} case")).to_be_visible(timeout=60_000)
             if n == 3:
                 expect(page.get_by_text("Download this session (CSV)")).to_be_visible(timeout=60_000)
