@@ -80,6 +80,28 @@ def test_two_threads_get_the_same_answer_as_one(models):
             np.testing.assert_allclose(heat, reference[i], atol=1e-5)
 
 
+def test_each_thread_copies_a_model_once_and_lets_it_go(models):
+    """CAM hooks go on a per-thread private copy, made on the thread's first explanation and reused; another thread
+    gets its own; the copy goes when the shared model does (a promoted model's predecessor is not kept)."""
+    import copy
+    import gc
+
+    from core.explain import heatmaps
+
+    shared = copy.deepcopy(models["student"].module)
+    mine = heatmaps._private_copy(shared)
+    assert heatmaps._private_copy(shared) is mine and mine.module is not shared
+    other = []
+    worker = threading.Thread(target=lambda: other.append(heatmaps._private_copy(shared)))
+    worker.start()
+    worker.join()
+    assert other[0].module is not mine.module
+    held = len(heatmaps._per_thread.copies)
+    del shared, other
+    gc.collect()
+    assert len(heatmaps._per_thread.copies) == held - 1
+
+
 def test_lime_is_repeatable_with_a_seed(models):
     a = explain(models["student"], IMAGE, "lime", num_samples=100, seed=7)
     b = explain(models["student"], IMAGE, "lime", num_samples=100, seed=7)

@@ -1,7 +1,8 @@
 """Grad-CAM, Score-CAM (pytorch-grad-cam) and LIME (lime) explanations for any loaded model.
 
-Thread safety: CAM methods hook a private deep copy of the model, so the shared, cached model never
-carries hooks and two explanations in two threads cannot see each other's activations. Model
+Thread safety: CAM methods hook a private deep copy of the model, one per thread and model, made on the
+thread's first explanation and kept while the model lives, so the shared, cached model never carries
+hooks and two explanations in two threads cannot see each other's activations. Model
 parameters are frozen; gradients flow from a requires-grad input instead, so no .grad is left.
 The int8 ONNX model has no gradients: Grad-CAM runs on its fp32 counterpart (and says so);
 Score-CAM takes activation maps from the fp32 counterpart and scores every masked input with the
@@ -11,7 +12,9 @@ LIME's samples in ONNX Runtime, the fastest runtime measured; Grad-CAM always ru
 """
 
 import copy
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,29 +101,50 @@ class _RuntimeScorer(torch.nn.Module):
         return self.classifier.batch_logits(x.detach())
 
 
+_per_thread = threading.local()
+
+
+@dataclass
+class _PrivateCopy:
+    module: torch.nn.Module
+    layer_channels: dict = field(default_factory=dict)  # (layer names, input shape) -> output channels
+
+
+def _private_copy(shared: torch.nn.Module) -> _PrivateCopy:
+    """This thread's frozen deep copy of a shared module, made once (copying the model on every explanation
+    cost more than a Grad-CAM); it goes when the shared module does (weak keys: a promoted model's old copy too)."""
+    copies = getattr(_per_thread, "copies", None)
+    if copies is None:
+        copies = _per_thread.copies = weakref.WeakKeyDictionary()
+    private = copies.get(shared)
+    if private is None:
+        private = copies[shared] = _PrivateCopy(copy.deepcopy(shared).requires_grad_(False).eval())
+    return private
+
+
 def _cam_model(classifier, float_classifier, method):
-    """(module to explain, its inner hybrid model, notes) as a private copy."""
+    """(this thread's private copy of the module to explain, notes)."""
     notes = []
     if classifier.module is not None:
-        module = copy.deepcopy(classifier.module)
+        private = _private_copy(classifier.module)
     else:
         if float_classifier is None or float_classifier.module is None:
             raise ValueError(f"{method} on {classifier.name} needs its fp32 counterpart (float_classifier)")
-        module = copy.deepcopy(float_classifier.module)
+        private = _private_copy(float_classifier.module)
         if method == "gradcam":
             notes.append(f"Grad-CAM computed on the fp32 {float_classifier.name} model: "
                          f"the int8 model {classifier.name} has no gradients")
         else:
             notes.append(f"activation maps from the fp32 {float_classifier.name}; every masked input "
                          f"scored by the int8 model {classifier.name}")
-    module.requires_grad_(False).eval()
-    return module, module.model, notes
+    return private, notes
 
 
 def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, batch_size=None, layers=None):
     """`layers`: module names inside the hybrid model (default: the model's own `cam_target_layers`)."""
     method = "gradcam" if cam_cls is GradCAM else "scorecam"
-    module, hybrid, notes = _cam_model(classifier, float_classifier, method)
+    private, notes = _cam_model(classifier, float_classifier, method)
+    module, hybrid = private.module, private.module.model
     cfg = classifier.config
     x = preprocess(image, cfg.img_size, cfg.mean, cfg.std)
     layers = [hybrid.get_submodule(n) for n in layers] if layers else hybrid.cam_target_layers()
@@ -128,7 +152,7 @@ def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, bat
     if method == "scorecam":
         if classifier.module is None or classifier.batch_session is not None:
             model = _RuntimeScorer(module, classifier)
-        calls = 1 + sum(-(-c // batch_size) for c in _layer_channels(hybrid, layers, x))
+        calls = 1 + sum(-(-c // batch_size) for c in _layer_channels(private, layers, x))
         model = _CallCounter(model, calls, progress)
     else:
         x.requires_grad_(True)  # gradients reach the activations without touching parameters
@@ -142,8 +166,16 @@ def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, bat
     return grayscale, settings, notes
 
 
-def _layer_channels(hybrid, layers, x) -> list:
-    """Output channels of each layer (one dry forward under temporary hooks), to size the progress bar."""
+def _layer_channels(private: _PrivateCopy, layers, x) -> list:
+    """Output channels of each layer, to size the progress bar: one dry forward under temporary hooks, the
+    first time for these layers and input shape."""
+    key = (tuple(id(layer) for layer in layers), tuple(x.shape))
+    if key not in private.layer_channels:
+        private.layer_channels[key] = _measure_layer_channels(private.module.model, layers, x)
+    return private.layer_channels[key]
+
+
+def _measure_layer_channels(hybrid, layers, x) -> list:
     shapes = {}
 
     def recorder(k):
@@ -217,11 +249,11 @@ class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
         n_features = np.unique(segments).shape[0]
         data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1  # the first sample is the image itself, as in lime
-        shown, hidden = self.to_model(np.stack([image, fudged_image]))
+        shown, hidden = self.to_model(np.stack([image, fudged_image])).contiguous()  # strided: torch.where 4x slower
         superpixels = nearest_resize(segments, self.size)
         labels = []
         for start in range(0, num_samples, batch_size):
-            keep = torch.from_numpy(data[start:start + batch_size][:, superpixels].astype(bool))[:, None]
+            keep = torch.from_numpy(data[start:start + batch_size].astype(bool)[:, superpixels])[:, None]
             labels.extend(classifier_fn(torch.where(keep, shown, hidden)))
         return data, np.array(labels)
 

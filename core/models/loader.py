@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.evaluation.inference import tta_logits
@@ -26,7 +27,7 @@ SHIPPED_FILES = {"teacher": "teacher.pt", "student": "student.pt", "quantized": 
 
 
 def _run_session(session, x: torch.Tensor) -> torch.Tensor:
-    feed = {session.get_inputs()[0].name: x.detach().cpu().numpy().astype("float32")}
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}  # no copy
     return torch.from_numpy(session.run(None, feed)[0])
 
 
