@@ -92,12 +92,13 @@ def test_each_thread_copies_a_model_once_and_lets_it_go(models):
     mine = heatmaps._private_copy(shared)
     assert heatmaps._private_copy(shared) is mine and mine.module is not shared
     other = []
-    worker = threading.Thread(target=lambda: other.append(heatmaps._private_copy(shared)))
+    worker = threading.Thread(target=lambda module, out: out.append(heatmaps._private_copy(module)),
+                              args=(shared, other))
     worker.start()
     worker.join()
     assert other[0].module is not mine.module
     held = len(heatmaps._per_thread.copies)
-    del shared, other
+    del shared
     gc.collect()
     assert len(heatmaps._per_thread.copies) == held - 1
 
