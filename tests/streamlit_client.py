@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 import requests
 import websockets
 from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ClientState_pb2 import ClientState
 from streamlit.proto.Common_pb2 import FileUploaderState, FileURLsRequest, UploadedFileInfo
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
 
 XSRF_COOKIE = "_streamlit_xsrf"
 
@@ -65,16 +66,14 @@ class StreamlitSession:
         self.http.close()
 
     async def send(self, **fields) -> None:
-        msg = BackMsg(**fields)
-        await self.ws.send(msg.SerializeToString())
+        """One BackMsg with these fields."""
+        await self.ws.send(BackMsg(**fields).SerializeToString())
 
     async def run(self, widgets=(), timeout: float = 600) -> RunLog:
         """Ask for a script run with these widget states and read its output until the run finishes."""
         log = RunLog(time.perf_counter())
-        msg = BackMsg()
-        msg.rerun_script.page_script_hash = self.page_script_hash or ""
-        msg.rerun_script.widget_states.widgets.extend(widgets)
-        await self.ws.send(msg.SerializeToString())
+        await self.send(rerun_script=ClientState(page_script_hash=self.page_script_hash or "",
+                                                 widget_states=WidgetStates(widgets=list(widgets))))
         self.widgets = {}
         async with asyncio.timeout(timeout):
             while log.finished is None:

@@ -9,8 +9,10 @@ defaults until it is searched.
 import copy
 import functools
 import json
+import os
 from pathlib import Path
 
+from core.filelock import exclusive_lock
 from core.paths import weights_dir
 
 SETTINGS_FILE = "explain_settings.json"
@@ -47,8 +49,14 @@ def chosen_settings(method: str, *sha256s) -> tuple:
 
 
 def record_chosen(sha256: str, settings: dict, provenance: dict) -> None:
-    """Store the search's choice {method: settings} for one model file (other methods and models are kept)."""
-    table = copy.deepcopy(read_chosen())  # the cached table is shared: never change it in place
-    entry = table.setdefault(sha256, {})
-    entry.update({method: {"settings": s, "provenance": provenance} for method, s in settings.items()})
-    settings_path().write_text(json.dumps(table, indent=1) + "\n")
+    """Store the search's choice {method: settings} for one model file (other methods and models are kept).
+    Searches for different methods may run side by side: each read-modify-write holds the weights folder's
+    lock (the one promotions take), and the file is replaced atomically, so no choice is lost."""
+    path = settings_path()
+    with exclusive_lock(path.parent / ".lock"):
+        table = copy.deepcopy(read_chosen())  # the cached table is shared: never change it in place
+        entry = table.setdefault(sha256, {})
+        entry.update({method: {"settings": s, "provenance": provenance} for method, s in settings.items()})
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(table, indent=1) + "\n")
+        os.replace(tmp, path)

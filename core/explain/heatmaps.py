@@ -249,7 +249,7 @@ class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
         n_features = np.unique(segments).shape[0]
         data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1  # the first sample is the image itself, as in lime
-        shown, hidden = self.to_model(np.stack([image, fudged_image])).contiguous()  # strided: torch.where 4x slower
+        shown, hidden = self.to_model(np.stack([image, fudged_image])).contiguous()  # torch.where is slower on strides
         superpixels = nearest_resize(segments, self.size)
         labels = []
         for start in range(0, num_samples, batch_size):

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--model", default="student")
     p.add_argument("--n", type=int, default=12, help="validation images with masks")
-    p.add_argument("--methods", default="gradcam,scorecam,lime", help="comma-separated (run in parallel processes)")
+    p.add_argument("--methods", default="gradcam,scorecam,lime", help="comma-separated; separate processes may search different methods side by side")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--no-record", action="store_true", help="report only; keep the current defaults")
     a = p.parse_args(argv)

@@ -240,7 +240,7 @@ def wants_synchronised_batchnorm(choice: str, ctx: DistributedContext, global_ba
 def synchronised_batchnorm(model: nn.Module, ctx: DistributedContext, enabled: bool = True):
     """BatchNorm statistics over the global batch while training: torch's SyncBatchNorm on CUDA; on CPU,
     where it refuses to run, every training-mode F.batch_norm call (torch's and timm's BatchNormAct2d
-    layers both go through it) all-reduces its sums across ranks. Yields the model to train."""
+    layers both go through it) runs _GlobalBatchNorm. Yields the model to train (unchanged when not `enabled`)."""
     if not (ctx.distributed and enabled):
         yield model
     elif ctx.device.startswith("cuda"):
