@@ -14,6 +14,9 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 st.set_page_config(page_title="DermaDistill", page_icon=str(ASSETS / "logo.png"), layout="wide")
 st.logo(str(ASSETS / "logo.png"))
 
+from pages.common import warm_up  # noqa: E402  (after set_page_config)
+
+warm_up()
 pages = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/biotech:", default=True),
     st.Page("pages/compare.py", title="Compare models", icon=":material/monitoring:"),

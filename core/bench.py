@@ -98,24 +98,29 @@ def bench_explanations(models=("teacher", "student", "quantized"), threads: int 
     return {"explanations": out, "threads": threads, "cpu": cpu_name(), "image_size": list(image.size)}
 
 
-def student_ort_fp32():
+def student_ort_fp32(root=None):
     """The shipped student's fp32 ONNX twin (the one the app's explanations run in), in ONNX Runtime."""
     from core.models.loader import load_model, onnx_twin_path
 
-    return load_model(onnx_twin_path(load_model("student")))
+    return load_model(onnx_twin_path(load_model("student", root)))
 
 
-def run_bench(models=DEFAULT_MODELS, threads: int = 2, runs: int = 100, progress=None) -> dict:
-    """Benchmark results as {"models": {name: {...}}, "threads": N, "cpu": "..."}."""
+def run_bench(models=DEFAULT_MODELS, threads: int = 2, runs: int = 100, progress=None, root=None) -> dict:
+    """Benchmark results as {"models": {name: {...}}, "threads": N, "cpu": "..."}; `root`: a weights folder
+    other than the active one (a release benchmarks its staged models)."""
     from core.models.loader import load_model
 
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    results = {}
-    for name in models:
-        if progress:
-            progress(name)
-        classifier = student_ort_fp32() if name == "student_ort_fp32" else load_model(name)
-        results[name] = bench_classifier(classifier, runs)
+    try:
+        results = {}
+        for name in models:
+            if progress:
+                progress(name)
+            classifier = student_ort_fp32(root) if name == "student_ort_fp32" else load_model(name, root)
+            results[name] = bench_classifier(classifier, runs)
+    finally:
+        torch.set_num_threads(previous)  # a server's thread setting is not changed by a benchmark
     return {"models": results, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__}
 
 

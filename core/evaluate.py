@@ -1,45 +1,60 @@
 """CLI: evaluate a model on labelled images.
 
-`python -m core.evaluate --model {teacher,student,quantized,PATH} --images DIR --labels CSV [--json OUT] [--split-file split.json --split test]`
+`python -m core.evaluate --model {teacher,student,quantized,PATH} (--images DIR --labels CSV | --external)
+ [--split-file split.json --split test] [--json OUT] [--plots DIR]`
 
-The CSV needs image_id and dx columns (HAM10000_metadata.csv qualifies). Probabilities are the
-model's calibrated ones (temperature scaling does not change the argmax, so accuracy is unaffected).
+The CSV needs image_id and dx columns (lesion_id optional; HAM10000_metadata.csv qualifies). `--external` is
+the external validation set (../shared/data/isic2018_external_val, or $DERMADISTILL_EXTERNAL_DIR). Probabilities
+are the model's calibrated ones. The report (core.evaluation.report) has accuracy, balanced accuracy, macro-F1,
+macro AUC with bootstrap 95% intervals (lesions resampled where lesion ids exist), per-class figures, the
+confusion matrix, ECE and reliability bins, ROC points, the referral flag's sensitivity and specificity at each
+stored threshold (`triage`), and the share of images the input gate refuses. `--plots` writes
+reliability.png and roc.png.
 """
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from core.data.ham10000 import DatasetError, read_labels
-from core.data.preprocess import ImageError, load_image, resize_uint8, to_model_tensor
-from core.evaluation.calibration import softmax_np
-from core.evaluation.inference import calibration_for
-from core.evaluation.metrics import classification_metrics
+from core.data.ham10000 import DatasetError, load_external, read_labels
+from core.data.preprocess import ImageError
+from core.evaluation.report import records_report
 from core.models.checkpoint import CheckpointError
+from core.paths import resolve_external_dir
 
-SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 
+def write_plots(report: dict, folder, title: str) -> list:
+    """reliability.png (accuracy against confidence, with ECE) and roc.png (one-vs-rest, AUC per class)."""
+    import matplotlib
 
-def evaluate_records(classifier, records, batch_size: int = 64, progress=None, tta=None) -> dict:
-    """Metrics (schema of core.evaluation.metrics) of `classifier` on `records`; `tta` None uses the
-    inference mode chosen on validation."""
-    cfg = classifier.config
-    calibration = calibration_for(classifier.calibration, tta)
-    logits = []
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        arr = np.stack([resize_uint8(load_image(r.path), cfg.img_size) for r in chunk])
-        x = to_model_tensor(torch.from_numpy(arr), cfg.mean, cfg.std)
-        logits.append(classifier.predict_logits(x, tta=bool(calibration.get("tta", False))).float().numpy())
-        if progress:
-            progress(len(chunk))
-    probs = softmax_np(np.concatenate(logits), float(calibration.get("temperature", 1.0)))
-    return {**classification_metrics([r.label for r in records], probs, cfg.classes),
-            "tta": bool(calibration.get("tta", False))}
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import auc
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    bins = report["reliability"]
+    ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins], width=1 / 15, edgecolor="k",
+           alpha=0.7, label="accuracy in bin")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set(xlabel="calibrated confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"{title}: ECE {report['ece']:.3f}, n = {report['n']}")
+    ax.legend(loc="upper left")
+    fig.savefig(folder / "reliability.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for c, curve in report["roc"].items():
+        ax.plot(curve["fpr"], curve["tpr"], label=f"{c} (AUC {auc(curve['fpr'], curve['tpr']):.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: ROC (thinned curves)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(folder / "roc.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return [folder / "reliability.png", folder / "roc.png"]
 
 
 def main(argv=None) -> int:
@@ -50,28 +65,38 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="student", help="teacher, student, quantized or a checkpoint path")
-    p.add_argument("--images", required=True, help="folder searched recursively for the images")
-    p.add_argument("--labels", required=True, help="CSV with image_id,dx columns")
+    p.add_argument("--images", help="folder searched recursively for the images")
+    p.add_argument("--labels", help="CSV with image_id,dx columns")
+    p.add_argument("--external", action="store_true", help="evaluate on the external validation set")
     p.add_argument("--split-file", help="optional split.json: evaluate only one of its splits")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--json", dest="json_out", help="write the metrics here")
+    p.add_argument("--json", dest="json_out", help="write the report here")
+    p.add_argument("--plots", help="folder for reliability.png and roc.png")
     add_tta_flag(p)
     a = p.parse_args(argv)
+    if a.external == bool(a.images or a.labels) or (not a.external and not (a.images and a.labels)):
+        p.error("give --images and --labels, or --external")
     try:
         classifier = load_model(a.model)
-        records = read_labels(a.labels, a.images)
+        if a.external:
+            records = load_external(resolve_external_dir())
+        else:
+            records = read_labels(a.labels, a.images)
         if a.split_file:
             keep = set(load_split(a.split_file)[a.split])
             records = [r for r in records if r.image_id in keep]
-        with tqdm(total=len(records), desc=f"evaluating {a.model}", file=sys.stderr) as bar:
-            metrics = evaluate_records(classifier, records, progress=bar.update, tta=a.tta)
+        with tqdm(total=len(records), desc=f"decoding for {a.model}", file=sys.stderr) as bar:
+            report = records_report(classifier, records, tta=a.tta,
+                                    progress=lambda done, total: bar.update(done - bar.n))
     except (DatasetError, CheckpointError, ImageError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(metrics, indent=2)
+    text = json.dumps(report, indent=2)
     if a.json_out:
-        with open(a.json_out, "w") as f:
-            f.write(text)
+        Path(a.json_out).write_text(text)
+    if a.plots:
+        for path in write_plots(report, a.plots, a.model):
+            print(f"wrote {path}", file=sys.stderr)
     print(text)
     return 0
 

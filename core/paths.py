@@ -15,6 +15,15 @@ def resolve_data_dir(data_dir=None) -> Path:
     return Path(env) if env else DEFAULT_DATA_DIR
 
 
+def resolve_external_dir(external_dir=None) -> Path:
+    """The external validation set (labels.csv + images/): explicit argument, else $DERMADISTILL_EXTERNAL_DIR,
+    else ../shared/data/isic2018_external_val beside the checkout. For choices and reports, never for training."""
+    if external_dir:
+        return Path(external_dir)
+    env = os.environ.get("DERMADISTILL_EXTERNAL_DIR")
+    return Path(env) if env else PROJECT_ROOT.parent / "shared" / "data" / "isic2018_external_val"
+
+
 def weights_dir() -> Path:
     """The active-models folder (override with DERMADISTILL_WEIGHTS for tests and deployments)."""
     return Path(os.environ.get("DERMADISTILL_WEIGHTS", PROJECT_ROOT / "weights"))

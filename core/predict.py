@@ -1,25 +1,42 @@
-"""Prediction with calibrated confidence and an honest `uncertain` answer; also a CLI.
+"""Prediction with calibrated confidence, an honest `uncertain` answer, a gate for images that are not
+dermoscopic lesion images, and a referral flag at a validated sensitivity; also a CLI.
 
-`python -m core.predict IMAGE [IMAGE ...] [--model student] [--json]`
+`python -m core.predict IMAGE [IMAGE ...] [--model student] [--json] [--referral-sensitivity 0.95]`
 
-An image is `uncertain` when it does not look like a dermoscopic image (nearly uniform, or colours
-unlike skin), when its calibrated top probability is under the model's validation-chosen threshold,
-or when its energy score is beyond the validation 99th percentile (see core.evaluation.calibration).
+Not dermoscopic (no diagnosis is given): colour statistics no dermoscopic image has (a uniform channel,
+no texture, colours unlike skin), or a fused feature far from every training class (Mahalanobis distance
+beyond the validation threshold, see core.evaluation.ood).
+Uncertain: calibrated top probability under the model's validation-chosen threshold, or an energy score
+beyond the validation 99th percentile (see core.evaluation.calibration).
+Referral: malignancy risk (calibrated P(mel) + P(bcc) + P(akiec)) at or above the threshold chosen on
+validation for the target sensitivity; shown whatever the top class, also when the answer is uncertain.
 """
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 
 from core.classes import CLASSES, FULL_NAMES, SUSPICIOUS
 from core.data.preprocess import ImageError, load_image, low_resolution_warning, preprocess
-from core.evaluation.calibration import energy_score, softmax_np
+from core.evaluation.calibration import REFERRAL_TARGETS, energy_score, malignancy_risk, referral_key, softmax_np
 from core.evaluation.inference import calibration_for
+from core.evaluation.ood import NOT_DERMOSCOPIC, dermoscopy_check
 
-NOT_DERMOSCOPIC = "does not look like a dermoscopic image"
+REFERRAL_ENV = "DERMADISTILL_REFERRAL_SENSITIVITY"
+
+
+def referral_target(value=None) -> float:
+    """The deployer's target sensitivity: `value`, else $DERMADISTILL_REFERRAL_SENSITIVITY, else 0.90;
+    only the validated points in REFERRAL_TARGETS are accepted."""
+    raw = value if value is not None else os.environ.get(REFERRAL_ENV, REFERRAL_TARGETS[0])
+    target = float(raw)
+    if referral_key(target) not in {referral_key(t) for t in REFERRAL_TARGETS}:
+        raise ValueError(f"referral sensitivity {raw!r} is not one of the validated points "
+                         f"{', '.join(referral_key(t) for t in REFERRAL_TARGETS)}")
+    return target
 
 
 @dataclass
@@ -28,62 +45,93 @@ class Prediction:
     full_name: str
     confidence: float  # calibrated top probability
     probabilities: dict  # class -> calibrated probability, in class order
-    suspicious: bool  # mel / bcc / akiec: consider referral or biopsy
+    suspicious: bool  # top class is mel / bcc / akiec
     uncertain: bool
-    reasons: list = field(default_factory=list)  # why uncertain
+    dermoscopic: bool = True  # False: no diagnosis is given (the output is shown only on request)
+    malignancy_risk: float = float("nan")  # calibrated P(mel) + P(bcc) + P(akiec)
+    referral: bool = False  # risk at or above the validated threshold
+    referral_threshold: float = float("nan")
+    referral_target: float = float("nan")  # the validation sensitivity the threshold was chosen for
+    referral_val_sensitivity: float = float("nan")
+    referral_val_specificity: float = float("nan")
+    reasons: list = field(default_factory=list)  # why uncertain / not dermoscopic
     warnings: list = field(default_factory=list)  # e.g. low resolution
+    model: dict = field(default_factory=dict)  # the answering model's identity (Classifier.identity)
 
     def top(self, k: int = 3) -> list:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def referral_text(self) -> str:
+        """The referral line in plain words: above the threshold, or what being below it does (not) mean
+        (empty when there is no validated threshold or no diagnosis)."""
+        if not self.dermoscopic or self.referral_threshold != self.referral_threshold:  # NaN: no threshold
+            return ""
+        catches = f"{self.referral_val_sensitivity * 10:.1f}".rstrip("0").rstrip(".")
+        if self.referral:
+            return (f"Refer: malignancy risk {self.malignancy_risk:.0%} — above the threshold "
+                    f"({self.referral_threshold:.0%}) that catches {catches} in 10 malignant lesions in validation.")
+        missed = f"{(1 - self.referral_val_sensitivity) * 10:.1f}".rstrip("0").rstrip(".")
+        return (f"Malignancy risk {self.malignancy_risk:.0%}, below the referral threshold "
+                f"({self.referral_threshold:.0%}). In validation about {missed} in 10 malignant lesions also scored "
+                "below it: this is not a sign that the lesion is benign. Refer on clinical grounds "
+                "(history, change, symptoms, your own examination).")
+
+    def to_dict(self, show_anyway: bool = False) -> dict:
+        """JSON-ready; for an image that is not dermoscopic the diagnosis is left out unless `show_anyway`,
+        and then marked as shown on request."""
+        d = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(self).items()}  # NaN -> null
+        if not self.dermoscopic:
+            if show_anyway:
+                d["shown_on_request"] = True
+            else:
+                for key in ("label", "full_name", "confidence", "probabilities", "suspicious", "malignancy_risk",
+                            "referral"):
+                    d[key] = None
+        return d
 
 
-def dermoscopy_check(image) -> list:
-    """Reasons an image does not look dermoscopic (empty list when it plausibly does).
-
-    Cheap colour statistics that HAM10000 images pass: enough contrast, and most pixels in the
-    skin-tone range (red channel not below blue and green), which rejects blank images, screenshots,
-    sky, foliage and the like.
-    """
-    arr = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32)
-    reasons = []
-    if arr.std() < 6.0:
-        reasons.append(f"{NOT_DERMOSCOPIC}: the image is nearly uniform")
-        return reasons
-    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
-    skin_like = ((r + 8 >= g) & (r + 8 >= b)).mean()
-    if skin_like < 0.6:
-        reasons.append(f"{NOT_DERMOSCOPIC}: colours unlike skin ({skin_like:.0%} skin-toned pixels)")
-    return reasons
-
-
-def predict_image(classifier, image, tta=None) -> Prediction:
+def predict_image(classifier, image, tta=None, referral_sensitivity=None) -> Prediction:
     """One PIL image (already loaded) -> Prediction, using the classifier's stored calibration.
 
     `tta`: dihedral test-time augmentation on/off; None uses the mode chosen on validation.
+    `referral_sensitivity`: one of REFERRAL_TARGETS; None reads the deployer's setting (`referral_target`).
     """
     x = preprocess(image, classifier.config.img_size, classifier.config.mean, classifier.config.std)
     cal = calibration_for(classifier.calibration, tta)
-    logits = classifier.predict_logits(x, tta=bool(cal.get("tta", False))).float().numpy()
+    out = classifier.predict_outputs(x, tta=bool(cal.get("tta", False)))
     t = float(cal.get("temperature", 1.0))
-    probs = softmax_np(logits, t)[0]
+    classes = classifier.config.classes
+    probs = softmax_np(out.logits.float().numpy(), t)[0]
     k = int(probs.argmax())
     reasons = dermoscopy_check(image)
+    distance = classifier.feature_distance
+    if distance is not None and out.features is not None and distance.unlike_training(out.features.numpy())[0]:
+        reasons.append(f"{NOT_DERMOSCOPIC}: the model's features are far from every class it was trained on")
+    dermoscopic = not reasons
     threshold = float(cal.get("confidence_threshold", 0.0))
     if probs[k] < threshold:
         reasons.append(f"low confidence ({probs[k]:.0%} < {threshold:.0%} threshold chosen on validation)")
-    energy = float(energy_score(logits, t)[0])
+    energy = float(energy_score(out.plain_logits.float().numpy(), t)[0])
     if energy > float(cal.get("energy_threshold", float("inf"))):
         reasons.append("the image is unlike the training images (energy score out of range)")
-    warn = low_resolution_warning(image)
-    classes = classifier.config.classes
+    warnings = [w for w in [low_resolution_warning(image)] if w]
+    if distance is None:
+        warnings.append("this model file has no feature-distance test: only colour statistics check the input")
+    target = referral_target(referral_sensitivity)
+    point = cal.get("referral", {}).get(referral_key(target))
+    risk = float(malignancy_risk(probs[None], classes)[0])
+    referral = {} if point is None else {
+        "referral_threshold": float(point["threshold"]), "referral_target": target,
+        "referral_val_sensitivity": float(point["val_sensitivity"]),
+        "referral_val_specificity": float(point["val_specificity"]),
+        "referral": dermoscopic and risk >= float(point["threshold"])}
+    if point is None:
+        warnings.append("this model file has no validated referral threshold: no referral advice is given")
     return Prediction(
         label=classes[k], full_name=FULL_NAMES[classes[k]], confidence=float(probs[k]),
         probabilities={c: float(p) for c, p in zip(classes, probs)},
-        suspicious=classes[k] in SUSPICIOUS, uncertain=bool(reasons), reasons=reasons,
-        warnings=[warn] if warn else [],
+        suspicious=classes[k] in SUSPICIOUS, uncertain=bool(reasons), dermoscopic=dermoscopic,
+        malignancy_risk=risk, reasons=reasons, warnings=warnings, model=classifier.identity, **referral,
     )
 
 
@@ -94,18 +142,23 @@ def add_tta_flag(parser) -> None:
 
 
 def main(argv=None) -> int:
-    from core.models.checkpoint import CheckpointError
     from core.models.loader import load_model
 
     p = argparse.ArgumentParser(prog="python -m core.predict", description="Classify dermoscopic images.")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default="student", help="teacher, student, quantized or a checkpoint path")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--referral-sensitivity", type=float, default=None,
+                   help=f"validated target sensitivity of the referral flag ({', '.join(map(str, REFERRAL_TARGETS))}; "
+                        f"default ${REFERRAL_ENV} or {REFERRAL_TARGETS[0]})")
+    p.add_argument("--show-anyway", action="store_true",
+                   help="also give the model's output for images that are not dermoscopic (marked as such)")
     add_tta_flag(p)
     a = p.parse_args(argv)
     try:
+        referral_target(a.referral_sensitivity)
         classifier = load_model(a.model)
-    except CheckpointError as exc:
+    except ValueError as exc:  # CheckpointError is a ValueError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for w in classifier.warnings:
@@ -113,20 +166,26 @@ def main(argv=None) -> int:
     failed = 0
     for path in a.images:
         try:
-            pred = predict_image(classifier, load_image(path), tta=a.tta)
+            pred = predict_image(classifier, load_image(path), tta=a.tta, referral_sensitivity=a.referral_sensitivity)
         except ImageError as exc:
             failed += 1
             print(f"error: {path}: {exc}", file=sys.stderr)
             continue
         if a.json:
-            print(json.dumps({"image": path, **pred.to_dict()}))
-        else:
-            flag = "UNCERTAIN" if pred.uncertain else ("suspicious: consider referral/biopsy" if pred.suspicious else "")
+            print(json.dumps({"image": path, **pred.to_dict(show_anyway=a.show_anyway)}))
+            continue
+        if not pred.dermoscopic:
+            print(f"{path}: NOT A DERMOSCOPIC LESION IMAGE: no diagnosis given; please use a dermoscopic image"
+                  + (" (model output below shown on request)" if a.show_anyway else ""))
+        if pred.dermoscopic or a.show_anyway:
+            flag = "UNCERTAIN" if pred.uncertain else ""
             probs = " ".join(f"{c}={pred.probabilities[c]:.3f}" for c in CLASSES)
             print(f"{path}: {pred.label} ({pred.full_name}) {pred.confidence:.1%} {flag}".rstrip())
             print(f"  {probs}")
-            for reason in pred.reasons + pred.warnings:
-                print(f"  note: {reason}")
+        if pred.referral_text():
+            print(f"  {pred.referral_text()}")
+        for reason in pred.reasons + pred.warnings:
+            print(f"  note: {reason}")
     return 1 if failed else 0
 
 

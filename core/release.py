@@ -1,34 +1,41 @@
-"""CLI: assemble the shipped models and weights/manifest.json from finished runs, with the ablation.
+"""CLI: assemble the shipped models and weights/manifest.json, through the one staged writer of weights/.
 
-  python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \
+  python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \\
       --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
+  python -m core.release --recalibrate --data-dir DIR
 
-Copies the teacher's and student's best.pt into weights/, builds the int8 model, evaluates all three
-on the held-out test split (the runs' common lesion-grouped split), runs one `core.bench`, and writes
-the manifest: per model its file, sha256, params, size, input size, training command, seed, split
-fingerprint, date, calibration and test metrics; plus the ablation table and the bench result.
+From runs: takes the teacher's and student's best.pt. With --recalibrate: keeps the shipped teacher and
+student weights and re-fits what their files store about answers (temperature, uncertain and referral
+thresholds, feature-distance test) on the shipped split's validation images. Either way it re-fits both,
+builds the int8 model, evaluates all three on the held-out test split (lesion-resampled CIs) and on the
+external validation set when present, benchmarks the staged models, and writes the manifest: per model
+file, sha256, params, size, input size, commands, seed, split fingerprint, date, calibration, test and
+external reports; plus the ablation table and the bench result.
 """
 
 import argparse
 import datetime as dt
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 
 from core.bench import run_bench
 from core.classes import CLASSES
+from core.data.cache import cached_images
 from core.data.ham10000 import load_ham10000
-from core.data.split import load_split, split_fingerprint
+from core.data.split import load_split, recompute_split, split_fingerprint, split_indices
+from core.evaluation.inference import fit_model_calibration
 from core.evaluation.report import SUMMARY
-from core.models.checkpoint import read_checkpoint
+from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from core.models.loader import read_manifest
 from core.paths import resolve_data_dir, weights_dir
-from core.promotion import evaluate_entry, training_command
+from core.promotion import evaluate_entry, external_records, staged_weights, training_command
 from core.quantization.build import build_quantized, quantize_command
 
 ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",
                    "mskd_lf": "multi-stage KD + layer fusion"}
+RECALIBRATE_COMMAND = "python -m core.release --recalibrate --data-dir {data_dir}"
 
 
 def class_counts(split: dict, records) -> dict:
@@ -43,53 +50,19 @@ def run_info(run: Path):
     return config, report
 
 
-def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    p = argparse.ArgumentParser(prog="python -m core.release", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher-run", required=True)
-    p.add_argument("--student-run", required=True)
-    p.add_argument("--ablation", default="", help="comma-separated run folders of the student ablation")
-    p.add_argument("--data-dir")
-    p.add_argument("--scratch-teacher", help="checkpoint of a teacher trained from scratch, evaluated on the same "
-                                             "test split as the 'teacher from scratch' ablation row")
-    p.add_argument("--scratch-teacher-commit", default="",
-                   help="git commit of the code that trained --scratch-teacher, written beside its command")
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args(argv)
-    data_dir = resolve_data_dir(a.data_dir)
-    root = weights_dir()
-    teacher_run, student_run = Path(a.teacher_run), Path(a.student_run)
-    split = load_split(student_run / "split.json")
-    if split_fingerprint(load_split(teacher_run / "split.json")) != split_fingerprint(split):
-        print("error: teacher and student runs used different splits", file=sys.stderr)
-        return 2
-    shutil.copyfile(teacher_run / "best.pt", root / "teacher.pt")
-    shutil.copyfile(student_run / "best.pt", root / "student.pt")
-    logging.info("quantizing")
-    records = load_ham10000(data_dir)
-    build_quantized(root / "student.pt", split, records, root / "quantized.onnx")
-    t_config, _ = run_info(teacher_run)
-    s_config, _ = run_info(student_run)
-    models = {
-        "teacher": evaluate_entry(root / "teacher.pt", "teacher", split, records, training_command(t_config)),
-        "student": evaluate_entry(root / "student.pt", "student", split, records, training_command(s_config)),
-        "quantized": evaluate_entry(root / "quantized.onnx", "quantized", split, records,
-                                    quantize_command(student_run, a.data_dir or data_dir)),
-    }
-    manifest = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "test_split": {"name": "test", "n": len(split["test"]), "seed": split["seed"],
-                               "fingerprint": split_fingerprint(split),
-                               "grouping": "lesion_id (and byte-identical images), stratified by dx",
-                               "class_counts": class_counts(split, records)},
-                "models": models}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    logging.info("benchmarking")
-    bench = run_bench(threads=a.threads)
-    manifest["bench"] = {**bench, "command": f"python -m core.bench --threads {a.threads}"}
-    lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
+def calibrated_copy(src: Path, dst: Path, records, split: dict) -> None:
+    """Write `src` to `dst` with calibration, referral thresholds and feature-distance test re-fitted on
+    the split (weights unchanged)."""
+    model, config, meta = load_checkpoint(src)
+    images = cached_images(records, config.img_size)
+    labels = [r.label for r in records]
+    fitted = fit_model_calibration(model.logits_and_features, config, images, labels, split_indices(records, split))
+    save_checkpoint(dst, model, config, meta={**meta, **fitted})
+
+
+def ablation_rows(runs, lat: dict) -> list:
     rows = []
-    for run in [Path(r) for r in a.ablation.split(",") if r]:
+    for run in runs:
         config, report = run_info(run)
         label = ABLATION_LABELS.get(config["stage"], config["stage"])
         epochs = f"{config['epochs']} epoch" + ("s" if config["epochs"] != 1 else "")
@@ -98,24 +71,108 @@ def main(argv=None) -> int:
                      "params": report["params"],
                      "file_bytes": (run / "best.pt").stat().st_size, "latency_ms_p50": lat["student"],
                      "command": training_command(config)})
-    if a.scratch_teacher:
-        entry = evaluate_entry(Path(a.scratch_teacher), "teacher_scratch", split, records,
-                               training_command(read_checkpoint(a.scratch_teacher)["meta"].get("train_config", {})))
-        arch = entry["arch"]
-        if a.scratch_teacher_commit:
-            entry["command"] = f"git checkout {a.scratch_teacher_commit} && {entry['command']}"
-        rows.append({"name": f"teacher from scratch (no ImageNet weights; {arch}, {entry['input_size']} px)",
-                     "stage": "teacher_scratch",
-                     **{k: entry["test"][k] for k in SUMMARY}, "params": entry["params"],
-                     "file_bytes": entry["file_bytes"], "input_size": entry["input_size"], "command": entry["command"]})
-    for name in ("teacher", "quantized"):
+    return rows
+
+
+def shipped_rows(models: dict, lat: dict) -> list:
+    """Ablation rows of the shipped teacher and int8 student, with both held-out columns."""
+    rows = []
+    for name, label in (("teacher", "teacher"), ("quantized", "quantized student (int8)")):
         m = models[name]
-        rows.append({"name": name if name == "teacher" else "quantized student (int8)", "stage": name,
-                     **{k: m["test"][k] for k in SUMMARY}, "params": m["params"], "file_bytes": m["file_bytes"],
-                     "latency_ms_p50": lat[name], "command": m["command"]})
-    manifest["ablation"] = rows
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    print(json.dumps({r["name"]: {k: round(r[k], 4) for k in SUMMARY} for r in rows}, indent=1))
+        row = {"name": label, "stage": name, **{k: m["test"][k] for k in SUMMARY}, "params": m["params"],
+               "file_bytes": m["file_bytes"], "latency_ms_p50": lat[name], "command": m["command"]}
+        if "external" in m:
+            row["external"] = {k: m["external"][k] for k in SUMMARY}
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(prog="python -m core.release", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher-run")
+    p.add_argument("--student-run")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="keep the shipped teacher and student weights; re-fit and re-evaluate them (see above)")
+    p.add_argument("--ablation", default="", help="comma-separated run folders of the student ablation")
+    p.add_argument("--data-dir")
+    p.add_argument("--external-dir", help="external validation set (default: ../shared/data/isic2018_external_val)")
+    p.add_argument("--scratch-teacher", help="checkpoint of a teacher trained from scratch, evaluated on the same "
+                                             "test split as the 'teacher from scratch' ablation row")
+    p.add_argument("--scratch-teacher-commit", default="",
+                   help="git commit of the code that trained --scratch-teacher, written beside its command")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.recalibrate == bool(a.teacher_run and a.student_run):
+        p.error("give either --teacher-run and --student-run, or --recalibrate")
+    data_dir = resolve_data_dir(a.data_dir)
+    root = weights_dir()
+    records = load_ham10000(data_dir)
+    old = read_manifest(root)
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if a.recalibrate:
+        split = recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"])
+        sources = {"teacher": root / "teacher.pt", "student": root / "student.pt"}
+        commands = {name: old["models"][name]["command"] for name in sources}
+        student_origin = Path(old["models"]["student"]["command"].rsplit("--out ", 1)[-1])
+    else:
+        teacher_run, student_run = Path(a.teacher_run), Path(a.student_run)
+        split = load_split(student_run / "split.json")
+        if split_fingerprint(load_split(teacher_run / "split.json")) != split_fingerprint(split):
+            print("error: teacher and student runs used different splits", file=sys.stderr)
+            return 2
+        sources = {"teacher": teacher_run / "best.pt", "student": student_run / "best.pt"}
+        commands = {"teacher": training_command(run_info(teacher_run)[0]),
+                    "student": training_command(run_info(student_run)[0])}
+        student_origin = student_run
+    external = external_records(a.external_dir)
+    source = f"release of {created}" + (" (re-calibrated shipped weights)" if a.recalibrate else "")
+    with staged_weights(root) as staging:
+        for name, src in sources.items():
+            logging.info("calibrating %s", name)
+            calibrated_copy(src, staging / f"{name}.pt", records, split)
+        logging.info("quantizing")
+        build_quantized(staging / "student.pt", split, records, staging / "quantized.onnx")
+        commands["quantized"] = quantize_command(student_origin, a.data_dir or data_dir)
+        models = {}
+        for name, file in (("teacher", "teacher.pt"), ("student", "student.pt"), ("quantized", "quantized.onnx")):
+            logging.info("evaluating %s", name)
+            entry = evaluate_entry(staging / file, name, split, records, commands[name], external)
+            if a.recalibrate:
+                entry["calibration_command"] = RECALIBRATE_COMMAND.format(data_dir=a.data_dir or data_dir)
+            models[name] = {**entry, "source": source}
+        manifest = {"version": 1, "created": created,
+                    "test_split": {"name": "test", "n": len(split["test"]), "seed": split["seed"],
+                                   "fingerprint": split_fingerprint(split),
+                                   "grouping": "lesion_id (and byte-identical images), stratified by dx",
+                                   "class_counts": class_counts(split, records)},
+                    "external": {"name": "ISIC 2018 Task 3 test, 504-image external validation subset",
+                                 "n": len(external)} if external else None,
+                    "models": models}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        logging.info("benchmarking")
+        bench = run_bench(threads=a.threads, root=staging)
+        manifest["bench"] = {**bench, "command": f"python -m core.bench --threads {a.threads}"}
+        lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
+        if a.recalibrate:  # the student-run rows keep their recorded figures; shipped rows are re-measured
+            rows = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
+        else:
+            rows = ablation_rows([Path(r) for r in a.ablation.split(",") if r], lat)
+        if a.scratch_teacher:
+            entry = evaluate_entry(Path(a.scratch_teacher), "teacher_scratch", split, records,
+                                   training_command(read_checkpoint(a.scratch_teacher)["meta"].get("train_config", {})))
+            if a.scratch_teacher_commit:
+                entry["command"] = f"git checkout {a.scratch_teacher_commit} && {entry['command']}"
+            rows.append({"name": f"teacher from scratch (no ImageNet weights; {entry['arch']}, "
+                                 f"{entry['input_size']} px)", "stage": "teacher_scratch",
+                         **{k: entry["test"][k] for k in SUMMARY}, "params": entry["params"],
+                         "file_bytes": entry["file_bytes"], "input_size": entry["input_size"],
+                         "command": entry["command"]})
+        manifest["ablation"] = rows + shipped_rows(models, lat)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(json.dumps({name: {split: {k: round(m[split][k], 4) for k in SUMMARY}
+                             for split in ("test", "external") if split in m} for name, m in models.items()}, indent=1))
     return 0
 
 

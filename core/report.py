@@ -1,5 +1,5 @@
-"""Downloadable per-image PDF report (fpdf2): image, prediction table, explanation overlays, model
-name and version (sha256 from the manifest), date and time, and the disclaimer."""
+"""Downloadable per-image PDF report (fpdf2): image, prediction, referral advice, explanation overlays and
+the class they explain, the answering model's identity, date and time, and the disclaimer."""
 
 import datetime as dt
 
@@ -19,10 +19,11 @@ def _latin1(text: str) -> str:
     return str(text).encode("latin-1", "replace").decode("latin-1")
 
 
-def build_pdf_report(image, file_label: str, prediction, explanations: dict, model_name: str, model_sha256: str,
-                     model_version: str = "", now=None, settings: dict = None) -> bytes:
-    """PDF bytes. `explanations`: method label -> PIL overlay image (missing ones are skipped);
-    `settings`: method label -> the settings it was made with, listed under the maps."""
+def build_pdf_report(image, file_label: str, prediction, explanations: dict, model: dict, target: str = None,
+                     identifier: str = "", note: str = "", now=None, settings: dict = None) -> bytes:
+    """PDF bytes. `model`: the answering model's identity (Classifier.identity); `explanations`: method label ->
+    PIL overlay image of class `target` (missing ones are skipped); `settings`: method label -> the settings
+    it was made with; `identifier`, `note`: typed by the clinician, printed here and kept nowhere else."""
     now = now or dt.datetime.now(dt.timezone.utc)
     pdf = FPDF(format="A4")
     pdf.set_auto_page_break(auto=True, margin=15)
@@ -30,20 +31,28 @@ def build_pdf_report(image, file_label: str, prediction, explanations: dict, mod
     pdf.set_font("helvetica", "B", 16)
     pdf.cell(0, 10, "DermaDistill - lesion classification report", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("helvetica", size=9)
-    pdf.multi_cell(0, 5, _latin1(
-        f"Image: {file_label}\nModel: {model_name} {model_version}\nModel sha256: {model_sha256}\n"
-        f"Generated: {now.strftime('%Y-%m-%d %H:%M:%S %Z')}"), new_x="LMARGIN", new_y="NEXT")
+    lines = [f"Patient / lesion: {identifier}" if identifier else "", f"Image: {file_label}",
+             f"Model: {model.get('name', '')} (file sha256 {model.get('sha256', '')}, {model.get('date', '')[:10]}; "
+             f"{model.get('source', '')})" + (" - DEMO MODEL, not for clinical use" if model.get("demo") else ""),
+             f"Generated: {now.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
+    pdf.multi_cell(0, 5, _latin1("\n".join(line for line in lines if line)), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.set_font("helvetica", "B", 12)
+    if not prediction.dermoscopic:
+        pdf.multi_cell(0, 7, "NOT A DERMOSCOPIC IMAGE OF A SKIN LESION - no diagnosis given. The model output below "
+                             "was shown on request and is not a diagnosis.", new_x="LMARGIN", new_y="NEXT")
     verdict = "UNCERTAIN - " if prediction.uncertain else ""
     pdf.multi_cell(0, 7, _latin1(f"{verdict}Top class: {prediction.full_name} ({prediction.label}), "
                                  f"calibrated confidence {prediction.confidence:.1%}"), new_x="LMARGIN", new_y="NEXT")
+    referral = prediction.referral_text()
+    if referral:
+        pdf.set_font("helvetica", "B" if prediction.referral else "", 10)
+        pdf.multi_cell(0, 6, _latin1(referral), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("helvetica", size=10)
-    if prediction.suspicious:
-        pdf.multi_cell(0, 6, "Suspicious class (melanoma / basal cell carcinoma / actinic keratosis-intraepithelial "
-                             "carcinoma): consider referral or biopsy.", new_x="LMARGIN", new_y="NEXT")
-    for note in prediction.reasons + prediction.warnings:
-        pdf.multi_cell(0, 6, _latin1(f"Note: {note}"), new_x="LMARGIN", new_y="NEXT")
+    for line in prediction.reasons + prediction.warnings:
+        pdf.multi_cell(0, 6, _latin1(f"Note: {line}"), new_x="LMARGIN", new_y="NEXT")
+    if note:
+        pdf.multi_cell(0, 6, _latin1(f"Clinician note: {note}"), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     with pdf.table(col_widths=(20, 90, 30), text_align=("LEFT", "LEFT", "RIGHT")) as table:
         table.row(["Class", "Name", "Probability"])
@@ -51,6 +60,11 @@ def build_pdf_report(image, file_label: str, prediction, explanations: dict, mod
             table.row([code, FULL_NAMES[code], f"{p:.1%}"])
     pdf.ln(4)
     panels = [("Original", image)] + [(k, v) for k, v in explanations.items() if v is not None]
+    if len(panels) > 1 and target:
+        pdf.set_font("helvetica", size=9)
+        pdf.multi_cell(0, 5, _latin1(f"Maps explain the class {FULL_NAMES[target]} ({target}); warm colours raised "
+                                     "its score. They show what the model used, not where the pathology is."),
+                       new_x="LMARGIN", new_y="NEXT")
     width = (pdf.w - pdf.l_margin - pdf.r_margin - 3 * (len(panels) - 1)) / len(panels)
     height = width * image.height / image.width
     if pdf.get_y() + height + 12 > pdf.h - pdf.b_margin:

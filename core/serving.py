@@ -12,6 +12,7 @@ that goes away (`release`) cancels a job nobody else waits for before it starts.
 """
 
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -21,6 +22,8 @@ from concurrent.futures import Future
 import numpy as np
 import torch
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 class ModelWorkPool:
     def __init__(self, workers: int = None, cache_bytes: int = 256 * 2**20, threads_per_worker: int = 1):
@@ -123,3 +126,50 @@ def result_bytes(result) -> int:
         elif isinstance(part, Image.Image):
             total += part.width * part.height * len(part.getbands())
     return total
+
+
+class ModelRegistry:
+    """The loaded models of a server process: one version per model name, so a promotion replaces the old
+    model in memory instead of adding to it. `load(name)` builds a model; `prepare(classifier)` then runs in
+    the background (e.g. attaching a faster runtime) without delaying the first answer."""
+
+    def __init__(self, load, prepare=None):
+        self._load, self._prepare = load, prepare
+        self._models = {}  # name -> (version, classifier)
+        self._locks = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, version: str):
+        with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:  # one load per name at a time; other names load in parallel
+            cached = self._models.get(name)
+            if cached and cached[0] == version:
+                return cached[1]
+            classifier = self._load(name)
+            self._models[name] = (version, classifier)
+        if self._prepare:  # not a daemon: torch work cut off at interpreter exit aborts the process
+            threading.Thread(target=self._prepare_quietly, args=(classifier,), daemon=False,
+                             name=f"prepare-{name}").start()
+        return classifier
+
+    def _prepare_quietly(self, classifier):
+        try:
+            self._prepare(classifier)
+        except Exception:  # a faster runtime is optional: without it the model still answers
+            log.exception("background preparation of %s failed", classifier.name)
+
+    def warm(self, names, version_of) -> threading.Thread:
+        """Load `names` in a background thread (errors are logged, not raised: pages report them on use)."""
+        def run():
+            for name in names:
+                try:
+                    self.get(name, version_of())
+                except Exception:
+                    log.exception("warm-up of %s failed", name)
+        thread = threading.Thread(target=run, daemon=False, name="model-warm-up")
+        thread.start()
+        return thread
+
+    def loaded(self) -> dict:
+        return {name: version for name, (version, _) in self._models.items()}

@@ -5,7 +5,8 @@ import streamlit as st
 
 from core.classes import CLASSES, FULL_NAMES
 from core.models.loader import read_manifest
-from pages.common import data_credit, disclaimer, guarded
+from core.predict import REFERRAL_ENV, referral_target
+from pages.common import data_credit, disclaimer, guarded, held_out_table
 
 METRICS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
@@ -43,26 +44,34 @@ on HAM10000's training split.
     st.markdown(f"""
 HAM10000 (Tschandl et al., 2018): 10,015 dermoscopic images of 7,470 lesions, 7 diagnostic classes; more than half
 confirmed by histopathology, the rest by follow-up, expert consensus or confocal microscopy. Licence CC BY-NC 4.0.
-Images are split **by lesion** (and byte-identical duplicates) into train/val/test (70/15/15, stratified by class,
-seed {split.get('seed', 42)}): no lesion appears in two splits, so test numbers are not inflated by near-copies.
+Images are split **by lesion** (and byte-identical duplicates) into train/val/test (71.4/14.3/14.3: one of 7
+stratified group folds each for test and validation; stratified by class, seed {split.get('seed', 42)}): no lesion appears in two splits, so test numbers are not inflated by near-copies.
 """)
     counts = split.get("class_counts")
     if counts:
         df = pd.DataFrame(counts).reindex(CLASSES)
         df.index = [f"{FULL_NAMES[c]} ({c})" for c in CLASSES]
         st.dataframe(df, width="stretch")
-    st.markdown("### Held-out test metrics with 95% bootstrap intervals")
-    rows = []
-    for name in ("teacher", "student", "quantized"):
-        test = models.get(name, {}).get("test")
-        if not test:
-            continue
-        ci = test.get("ci95", {})
-        rows.append({"model": name, **{label: f"{test[k]:.3f} ({ci[k][0]:.3f}–{ci[k][1]:.3f})" if k in ci else
-                                       f"{test[k]:.3f}" for k, label in METRICS.items()}})
-    if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        st.caption(f"Test split n = {split.get('n')}; intervals from 500 bootstrap resamples of the test images.")
+    target = referral_target()
+    st.markdown("### Held-out results with 95% bootstrap intervals")
+    table = held_out_table(models, target)
+    if not table.empty:
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.caption(f"HAM10000 test split n = {split.get('n')}: intervals from 500 bootstrap resamples of lesions "
+                   "(all images of a lesion together). External: 504 images of the ISIC 2018 Task 3 test set "
+                   "(other clinics and equipment), never used for training or fitting; resampled by image. "
+                   "Reproduce: `python -m core.release --recalibrate --data-dir DIR`, or one model with "
+                   "`python -m core.evaluate --model student --external --json out.json`.")
+    st.markdown(f"""
+### Referral flag
+**Setting on this server: refer at the threshold chosen for {target:.0%} validation sensitivity** (the deployer sets
+`{REFERRAL_ENV}` to 0.90 or 0.95 before starting the app). Malignancy risk is the calibrated probability of
+melanoma + basal cell carcinoma + actinic keratosis / intraepithelial carcinoma. Each model stores, per inference
+mode, the highest risk threshold at which its validation sensitivity for these lesions reaches 90% (and 95%),
+with the validation sensitivity and specificity it gave; the table above gives each model's sensitivity and
+specificity at that threshold on the held-out sets. A lesion below the threshold is **not** shown as benign:
+the app says how many malignant lesions in 10 scored as low in validation.
+""")
     student = models.get("student", {})
     if student.get("calibration"):
         cal = student["calibration"]
@@ -71,8 +80,14 @@ seed {split.get('seed', 42)}): no lesion appears in two splits, so test numbers 
 (T = {cal['temperature']:.2f}; expected calibration error {cal['ece_before']:.3f} → {cal['ece_after']:.3f}).
 A prediction is reported as *uncertain* when its calibrated confidence is below {cal['confidence_threshold']:.0%}
 (the lowest threshold at which validation predictions reach {cal['target_accuracy']:.0%} accuracy; it flags
-{cal['val_uncertain_fraction']:.0%} of validation images), when its energy score is beyond the validation 99th
-percentile, or when the image does not look dermoscopic (nearly uniform, or colours unlike skin).
+{cal['val_uncertain_fraction']:.0%} of validation images) or when its energy score (from the unaugmented view)
+is beyond the validation 99th percentile.
+
+**"Not a dermoscopic image of a skin lesion."** No diagnosis and no maps are given when the image fails colour
+statistics that every real dermoscopic image in HAM10000 and the external set passes (a flat colour channel, no
+texture, few skin-toned pixels), or when the model's fused feature is farther from every training class than
+99.5% of validation images (Mahalanobis distance, Lee et al. 2018). The column "refused as not dermoscopic" above
+is the share of real held-out images that this gate refuses.
 """)
     st.markdown("""
 ### Limitations
@@ -80,8 +95,8 @@ percentile, or when the image does not look dermoscopic (nearly uniform, or colo
 - HAM10000 comes from two centres (Vienna and Queensland) and mostly fair skin; darker skin types are
   under-represented, so performance there is unknown and likely lower.
 - Rare classes (dermatofibroma, vascular lesions) have few test images: their per-class numbers are uncertain.
-- Accuracy on an external set from another source will be lower than on this held-out split; the models were
-  chosen on the validation split only.
+- On images from other clinics (the external column) figures differ from the HAM10000 test split; a clinic
+  should check the models on its own labelled images before relying on any number here.
 - Trained for a few epochs on 2 CPU cores at 128-160 px; published systems at higher resolution and with
   larger backbones reach higher accuracy.
 - Explanations (Grad-CAM, Score-CAM, LIME) show what influenced the model, not where the pathology is. Their

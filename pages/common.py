@@ -8,14 +8,15 @@ import logging
 import streamlit as st
 
 from core.classes import FULL_NAMES
-from core.data.preprocess import ImageError, load_image
+from core.data.preprocess import ImageError, load_image, working_copy
 from core.explain.chosen import chosen_settings
 from core.explain.heatmaps import explain
 from core.models.checkpoint import CheckpointError
-from core.models.loader import load_model, with_batch_runtime
+from core.models.loader import SHIPPED, load_model, with_batch_runtime
 from core.paths import PROJECT_ROOT, weights_dir
+from core.evaluation.calibration import referral_key
 from core.predict import predict_image
-from core.serving import ModelWorkPool
+from core.serving import ModelRegistry, ModelWorkPool
 from core.report import DATA_CREDIT, DISCLAIMER
 
 log = logging.getLogger("dermadistill.app")
@@ -25,28 +26,39 @@ MODEL_LABELS = {"student": "Student (distilled, default)", "quantized": "Quantiz
                 "teacher": "Teacher (large)"}
 
 
-@st.cache_resource(show_spinner="Loading model ...")
-def _cached_model(name: str, version: str):
-    """One instance per process and model version (a promotion changes the version key). The student's
-    explanation passes run in its ONNX Runtime twin when it can be built (else in torch)."""
-    classifier = load_model(name)
-    if name == "student":
-        try:
-            with_batch_runtime(classifier)
-        except Exception:  # an export problem costs speed, never the answer
-            log.exception("no ONNX Runtime twin for %s; explanations run in torch", name)
-    return classifier
+def _prepare(classifier):
+    """The student's explanation passes run in its ONNX Runtime twin once it is exported (in the background;
+    until then they run in torch)."""
+    if classifier.name == "student":
+        with_batch_runtime(classifier)
+
+
+@st.cache_resource
+def model_registry() -> ModelRegistry:
+    """The process-wide loaded models, one version per name (core.serving.ModelRegistry)."""
+    return ModelRegistry(load_model, _prepare)
+
+
+def weights_version() -> str:
+    """Changes whenever weights/ is rewritten (a promotion or rollback rewrites the manifest)."""
+    manifest = weights_dir() / "manifest.json"
+    stat = manifest.stat() if manifest.is_file() else None
+    return f"{stat.st_mtime_ns}-{stat.st_size}" if stat else "unversioned"
+
+
+@st.cache_resource
+def warm_up():
+    """Once per server process, at the first page view: the work pool, then every shipped model loaded in the
+    background, so that the first answer does not wait for them."""
+    work_pool()
+    return model_registry().warm(SHIPPED, weights_version)
 
 
 def get_model(name: str):
-    """(classifier, None) or (None, clear error message). A promotion rewrites the manifest, which changes
-    the cache key (its modification time and size), so the new version is loaded once."""
+    """(classifier, None) or (None, clear error message); the current version of weights/ is loaded once."""
     work_pool()  # first: it sets the thread counts that the models' ONNX Runtime sessions then take
-    manifest = weights_dir() / "manifest.json"
-    stat = manifest.stat() if manifest.is_file() else None
-    version = f"{stat.st_mtime_ns}-{stat.st_size}" if stat else "unversioned"
     try:
-        return _cached_model(name, version), None
+        return model_registry().get(name, weights_version()), None
     except CheckpointError as exc:
         log.error("model %s unavailable: %s", name, exc)
         return None, f"The {name} model cannot be loaded: {exc}"
@@ -85,6 +97,67 @@ def explanation_for(classifier, key, image, method, target):
     return await_result(*request_explanation(classifier, key, image, method, target))
 
 
+def referral_line(prediction):
+    """The referral advice: red when the malignancy risk is above the validated threshold, else the plain-words
+    meaning of being below it (never a reassurance). Shown whatever the top class, also when uncertain."""
+    text = prediction.referral_text()
+    if text:
+        (st.error if prediction.referral else st.info)(text, icon=":material/emergency:" if prediction.referral
+                                                        else ":material/info:")
+
+
+def model_banner(classifier):
+    """Which model answers (file sha, date, source), a notice when it changed since this session first saw it,
+    and a warning for demo-subset models."""
+    ident = classifier.identity
+    date = ident["date"][:10] if ident["date"] else "date unknown"
+    st.caption(f"Answering model: **{MODEL_LABELS.get(ident['name'], ident['name'])}** · file `{ident['sha256']}` · "
+               f"{date} · {ident['source']}")
+    seen = st.session_state.setdefault("models_seen", {})
+    first = seen.setdefault(ident["name"], ident["sha256"])
+    if first != ident["sha256"]:
+        st.info(f"The active {ident['name']} model changed since you opened this page (was `{first}`, now "
+                f"`{ident['sha256']}`): answers from before and after the change may differ.")
+    if ident["demo"]:
+        st.warning("This model was trained on a small demo subset, not on the full data set: its answers are "
+                   "for trying the software only.")
+
+
+HELD_OUT = {"test": "HAM10000 test split", "external": "ISIC 2018 external validation (504)"}
+
+
+def _with_ci(value, ci) -> str:
+    if value is None or value != value:
+        return "—"
+    return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{value:.3f}"
+
+
+def held_out_table(models: dict, target: float):
+    """Per model and held-out set: summary metrics and the referral flag's sensitivity / specificity at the
+    model's threshold for `target`, with bootstrap 95% intervals, and the share of real images refused."""
+    import pandas as pd
+
+    rows = []
+    for name, entry in models.items():
+        for split, split_label in HELD_OUT.items():
+            report = entry.get(split)
+            if not report:
+                continue
+            ci = report.get("ci95", {})
+            triage = report.get("triage", {}).get(referral_key(target), {})
+            tci = triage.get("ci95", {})
+            rows.append({"model": name, "images": f"{split_label}, n = {report['n']}",
+                         "accuracy": _with_ci(report["accuracy"], ci.get("accuracy")),
+                         "balanced accuracy": _with_ci(report["balanced_accuracy"], ci.get("balanced_accuracy")),
+                         "macro AUC": _with_ci(report["auc"], ci.get("auc")),
+                         "referral threshold": f"{triage['threshold']:.3f}" if triage else "—",
+                         "referral sensitivity": _with_ci(triage.get("sensitivity"), tci.get("sensitivity")),
+                         "referral specificity": _with_ci(triage.get("specificity"), tci.get("specificity")),
+                         "refused as not dermoscopic": (f"{report['not_dermoscopic_fraction']:.1%}"
+                                                        if "not_dermoscopic_fraction" in report else "—")})
+    return pd.DataFrame(rows)
+
+
 def disclaimer():
     st.caption(f"**Disclaimer.** {DISCLAIMER}")
 
@@ -94,7 +167,7 @@ def data_credit():
 
 
 def _decode_and_predict(data: bytes, classifier, tta):
-    image = load_image(data)  # ImageError for bad input: raised, never cached
+    image = working_copy(load_image(data))  # ImageError for bad input: raised, never cached
     return image, predict_image(classifier, image, tta=tta)
 
 

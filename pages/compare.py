@@ -1,5 +1,7 @@
 """Compare models: held-out metrics from the manifest, live latency, plots, ablation, one image through all three."""
 
+import time
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -8,8 +10,9 @@ import streamlit as st
 from core.bench import run_bench
 from core.classes import CLASSES, FULL_NAMES
 from core.models.loader import SHIPPED, read_manifest
-from pages.common import (UPLOAD_TYPES, analysed, data_credit, disclaimer, explanation_for, gallery_items, get_model,
-                          guarded)
+from core.predict import referral_target
+from pages.common import (UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer, explanation_for,
+                          gallery_items, get_model, guarded, held_out_table, weights_version, work_pool)
 
 SUMMARY = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
@@ -99,7 +102,12 @@ def side_by_side():
                 st.error(f"Could not use {p}")
                 return
             labels[model_name] = p.label
+            if not p.dermoscopic:
+                st.error("Not a dermoscopic image of a skin lesion: no answer, no maps.")
+                continue
             st.write(f"{p.full_name} — {p.confidence:.0%}" + (" · uncertain" if p.uncertain else ""))
+            st.caption(("**Refer**: " if p.referral else "Below the referral threshold: ")
+                       + f"malignancy risk {p.malignancy_risk:.0%} (threshold {p.referral_threshold:.0%})")
             for method in ("gradcam", "scorecam"):
                 with st.spinner(f"{method} on {model_name} ..."):
                     e = explanation_for(classifier, key, image, method, p.label)
@@ -125,13 +133,21 @@ def render():
                f"images, grouped by {split.get('grouping', 'lesion')}, split fingerprint "
                f"`{str(split.get('fingerprint', ''))[:12]}` (from weights/manifest.json).")
     if st.button("Measure latency on this machine now"):
-        with st.spinner("Benchmarking (batch 1, 2 threads) ..."):
-            st.session_state["bench"] = run_bench(models=tuple(models), threads=2, runs=60)
+        with st.spinner("Benchmarking (batch 1, 2 threads; queued behind other users' model work) ..."):
+            job = ("bench", tuple(models), weights_version(), time.time())  # each press measures afresh
+            st.session_state["bench"] = await_result(job, work_pool().submit(job, run_bench, models=tuple(models),
+                                                                             threads=2, runs=60, priority=2))
     live = st.session_state.get("bench")
     latency = (live or manifest.get("bench", {})).get("models", {})
     st.dataframe(metrics_table(models, latency), hide_index=True, width="stretch")
     st.caption("Latency: " + ("measured live just now on " + live["cpu"] if live else
                               "from the release benchmark (`python -m core.bench`); press the button to measure here"))
+    target = referral_target()
+    st.markdown(f"### Held-out results and the referral flag ({target:.0%} validation-sensitivity point)")
+    st.dataframe(held_out_table(models, target), hide_index=True, width="stretch")
+    st.caption("95% bootstrap intervals (HAM10000 test: lesions resampled; external: images). Referral: malignancy "
+               "risk = calibrated P(mel) + P(bcc) + P(akiec) at or above each model's threshold chosen on HAM10000 "
+               "validation. From `python -m core.release --recalibrate`, stored in weights/manifest.json.")
     charts(models, latency)
     ablation(manifest)
     side_by_side()

@@ -6,27 +6,14 @@ import io
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from core.classes import CLASSES, FULL_NAMES
 from core.explain.heatmaps import METHOD_LABELS, describe_settings, overlay_heatmap
-from core.models.loader import read_manifest
 from core.report import build_pdf_report
 from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer,
-                          gallery_items, get_model, guarded, request_explanation)
+                          gallery_items, get_model, guarded, model_banner, referral_line, request_explanation)
 
 METHODS = ("gradcam", "scorecam", "lime")
-MAX_WORKING_SIDE = 1024  # very large photos are explained on a downscaled copy
-
-
-def working_copy(image: Image.Image) -> Image.Image:
-    if max(image.size) <= MAX_WORKING_SIDE:
-        return image
-    copy = image.copy()
-    copy.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.LANCZOS)
-    return copy
-
-
 def probability_chart(prediction):
     classes = list(prediction.probabilities)
     values = [prediction.probabilities[c] for c in classes]
@@ -38,15 +25,26 @@ def probability_chart(prediction):
     return fig
 
 
-def headline(prediction):
-    if prediction.uncertain:
+def not_dermoscopic(prediction, key) -> bool:
+    """The refusal for an image that is not a dermoscopic lesion image; True when the clinician asked to see
+    the model's output anyway."""
+    st.error("**Not a dermoscopic image of a skin lesion — no diagnosis given.** Please upload a dermoscopic "
+             "image (taken through a dermatoscope, lesion centred).\n\n"
+             + "\n".join(f"- {r}" for r in prediction.reasons))
+    return st.toggle("Show the model's output anyway (not a diagnosis)", key=f"anyway-{key}")
+
+
+def headline(prediction, shown_on_request: bool = False):
+    if shown_on_request:
+        st.warning(f"**Shown on request for an image that is not dermoscopic — not a diagnosis.** The model's top "
+                   f"class: {prediction.full_name} ({prediction.confidence:.0%}).")
+    elif prediction.uncertain:
         st.warning(f"**Uncertain** — no confident answer. Most likely: {prediction.full_name} "
                    f"({prediction.confidence:.0%}).\n\n" + "\n".join(f"- {r}" for r in prediction.reasons))
-    elif prediction.suspicious:
-        st.error(f"**{prediction.full_name}** ({prediction.label}) — {prediction.confidence:.0%} calibrated "
-                 "confidence.\n\n**Suspicious — consider referral/biopsy.**")
     else:
-        st.success(f"**{prediction.full_name}** ({prediction.label}) — {prediction.confidence:.0%} calibrated confidence.")
+        st.markdown(f"#### {prediction.full_name} ({prediction.label}) — {prediction.confidence:.0%} calibrated "
+                    "confidence")
+    referral_line(prediction)
     for w in prediction.warnings:
         st.info(w)
 
@@ -57,19 +55,35 @@ def detail(name, key, image, prediction, classifier, model_name):
     with left:
         st.image(image, caption=f"{image.width}×{image.height}", width="stretch")
     with right:
-        headline(prediction)
+        anyway = False
+        if not prediction.dermoscopic:
+            anyway = not_dermoscopic(prediction, key)
+            if not anyway:
+                return
+        headline(prediction, shown_on_request=anyway)
         st.plotly_chart(probability_chart(prediction), width="stretch")
     top3 = pd.DataFrame([{"Rank": i + 1, "Class": FULL_NAMES[c], "Code": c, "Probability": f"{p:.1%}"}
                          for i, (c, p) in enumerate(prediction.top(3))])
     st.markdown("**Differential (top 3)**")
     st.dataframe(top3, hide_index=True, width="stretch")
+    # `image` is the working copy (core.data.preprocess.working_copy) that was predicted on: maps see the same pixels
+    target, overlays, settings = explanations(key, image, prediction, classifier, model_name)
+    report_download(name, key, image, prediction, classifier, target, overlays, settings)
 
+
+def explanations(key, work, prediction, classifier, model_name):
+    """(explained class, {method label: overlay}, {method label: settings}); empty until the teacher's
+    costly maps are asked for."""
     st.markdown("### Explanations")
     c1, c2 = st.columns(2)
     target = c1.selectbox("Explain class", CLASSES, index=CLASSES.index(prediction.label),
                           format_func=lambda c: f"{FULL_NAMES[c]} ({c})", key=f"target-{key}")
     opacity = c2.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity-{key}")
-    work = working_copy(image)
+    if model_name == "teacher" and not st.toggle(
+            "Compute the teacher's explanations (slow: about half a minute for all three on this server)",
+            key=f"teacher-maps-{key}"):
+        st.caption("The teacher's maps are computed on request; the student's take a few seconds.")
+        return target, {}, {}
     cols = st.columns(4)
     cols[0].image(work, caption="Original", width="stretch")
     # All three are queued at once in the shared pool; each fills its own column when ready.
@@ -86,21 +100,44 @@ def detail(name, key, image, prediction, classifier, model_name):
             st.caption(settings[METHOD_LABELS[method]])
             for note in e.notes:
                 st.caption(note)
-    st.caption("Warm colours: regions that raised the score of the explained class. LIME outlines its top "
-               "superpixels in white. Explanations show what the model used, not where the pathology is.")
-    manifest = read_manifest().get("models", {}).get(model_name, {})
+    st.caption(f"Maps explain **{FULL_NAMES[target]}**. Warm colours: regions that raised the score of the "
+               "explained class. LIME outlines its top superpixels in white. Explanations show what the model "
+               "used, not where the pathology is.")
+    return target, overlays, settings
+
+
+def report_download(name, key, work, prediction, classifier, target, overlays, settings):
+    """PDF report with an optional identifier and note typed here (printed in the PDF, kept nowhere else)."""
+    st.markdown("### Report")
+    c1, c2 = st.columns([1, 2])
+    identifier = c1.text_input("Patient / lesion identifier (optional)", key=f"ident-{key}", max_chars=60)
+    note = c2.text_input("Clinician note (optional)", key=f"note-{key}", max_chars=500)
 
     def pdf():  # built when the button is clicked, not on every rerun of every session
-        return build_pdf_report(work, name, prediction, overlays, model_name, classifier.sha256,
-                                manifest.get("date", ""), now=dt.datetime.now(dt.timezone.utc), settings=settings)
+        return build_pdf_report(work, name, prediction, overlays, classifier.identity, target=target,
+                                identifier=identifier, note=note, now=dt.datetime.now(dt.timezone.utc),
+                                settings=settings)
 
-    st.download_button("Download PDF report", pdf, file_name=f"dermadistill-report-{key[:16]}.pdf",
-                       mime="application/pdf", key=f"pdf-{key}")
+    stem = "-".join(filter(None, ["dermadistill", dt.date.today().isoformat(), safe_file_part(identifier)]))
+    st.download_button("Download PDF report", pdf, file_name=f"{stem}.pdf", mime="application/pdf",
+                       key=f"pdf-{key}")
+
+
+def safe_file_part(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text.strip())[:40]
 
 
 def results_table(rows):
-    df = pd.DataFrame([{"file": n, "class": p.label, "name": p.full_name, "probability": round(p.confidence, 4),
-                        "suspicious": p.suspicious, "uncertain": p.uncertain} for n, _, _, p in rows])
+    """One row per image, highest malignancy risk first; images that are not dermoscopic get no answer."""
+    records = []
+    for n, _, _, p in rows:
+        answered = p.dermoscopic
+        records.append({"file": n, "refer": ("yes" if p.referral else "no") if answered else "—",
+                        "malignancy risk": f"{p.malignancy_risk:.0%}" if answered else "—",
+                        "top class": f"{p.full_name} ({p.label})" if answered else "not a dermoscopic image",
+                        "confidence": f"{p.confidence:.0%}" if answered else "—",
+                        "uncertain": p.uncertain, "_risk": p.malignancy_risk if answered else -1.0})
+    df = pd.DataFrame(records).sort_values("_risk", ascending=False).drop(columns="_risk")
     st.dataframe(df, hide_index=True, width="stretch")
     buf = io.StringIO()
     df.to_csv(buf, index=False)
@@ -115,6 +152,7 @@ def render():
     if error:
         st.error(error)
         return
+    model_banner(classifier)
     for warning in classifier.warnings:
         st.warning(warning)
     default_tta = bool(classifier.calibration.get("tta", False))

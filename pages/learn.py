@@ -12,7 +12,7 @@ from core.learn.case_bank import CREDIT, load_case_bank
 from core.learn.notes import REFERENCES, TEACHING_NOTES
 from core.learn.quiz import BENIGN, MALIGNANT, QUIZ_SETS, Answer, case_order, model_answer, score_session, session_csv
 from core.paths import PROJECT_ROOT
-from pages.common import analysed, disclaimer, explanation_for, get_model, guarded
+from pages.common import analysed, disclaimer, explanation_for, get_model, guarded, referral_line
 
 CASE_DIR = PROJECT_ROOT / "assets" / "learn"
 MODEL = "student"
@@ -59,6 +59,7 @@ def reveal(case, key, image, prediction, answer, quiz_set, classifier, presenter
     st.markdown(f"**Model ({MODEL})**: {label(answer.model)} — "
                 + ("agrees with the ground truth." if scored_model == scored_truth else "disagrees with the ground truth.")
                 + (" *Uncertain: " + "; ".join(prediction.reasons) + "*" if prediction.uncertain else ""))
+    referral_line(prediction)
     top = pd.DataFrame([{"Class": label(c), "Calibrated probability": f"{p:.1%}"} for c, p in prediction.top(3)])
     st.dataframe(top, hide_index=True, width="stretch")
     mask = load_mask(CASE_DIR / case.mask_file, image.size) if case.mask_file else None

@@ -1,6 +1,7 @@
 """Train (admin): password-locked; start a background distillation run, watch it live, promote or roll back."""
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -11,7 +12,8 @@ from core.data.ham10000 import DatasetError
 from core.distillation.stages import STAGES
 from core.models.checkpoint import CheckpointError
 from core.paths import PROJECT_ROOT
-from core.promotion import has_previous, promote, rollback
+from core.promotion import (PromotionError, active_summary, candidate_external, has_previous, promote, rollback,
+                            run_summary)
 from core.training.config import TrainConfig, TrainConfigError
 from core.training.jobs import JobError, active_job, cancel_job, eta_seconds, list_runs, run_status, start_job
 from pages.common import guarded
@@ -164,13 +166,28 @@ def monitor():
         a.plotly_chart(losses, width="stretch")
         b.plotly_chart(vals, width="stretch")
     if status["report"]:
-        t = status["report"]["test"]
-        st.success(f"Test split: accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f}, "
-                   f"macro-F1 {t['macro_f1']:.3f}, AUC {t['auc']:.3f}")
+        val = status["report"].get("val", {}).get("balanced_accuracy")
+        if status["report"].get("demo"):
+            st.info("Finished — a demo run on the small demo subset: its figures say nothing about a real model.")
+        elif val is not None:
+            st.success(f"Finished: validation balanced accuracy {val:.3f}.")
     st.code(status["log_tail"] or "(no log yet)", language=None)
     if job and st.button("Cancel run"):
         cancel_job()
         st.info("Stopping at the next batch; the last good checkpoint is kept.")
+
+
+COMPARED = {"val_balanced_accuracy": "validation balanced accuracy",
+            "val_triage_sensitivity": "validation referral sensitivity (90% point)",
+            "val_triage_specificity": "validation referral specificity (90% point)",
+            "external_balanced_accuracy": "external balanced accuracy",
+            "external_triage_sensitivity": "external referral sensitivity",
+            "external_triage_specificity": "external referral specificity"}
+
+
+@st.cache_data(show_spinner="Evaluating the run on the external validation set ...", max_entries=16)
+def external_figures(run_path: str, mtime: float) -> dict:
+    return candidate_external(run_path)
 
 
 def past_runs():
@@ -181,30 +198,53 @@ def past_runs():
     rows = []
     for r in runs:
         best = max((m.get("val_balanced_accuracy", 0) for m in r["metrics"]), default=None)
-        test = (r["report"] or {}).get("test", {})
         rows.append({"run": r["name"], "stage": r["config"].get("stage"), "state": r["progress"].get("state"),
-                     "epochs": len(r["metrics"]), "best val balanced acc": best,
-                     "test balanced acc": test.get("balanced_accuracy"), "test accuracy": test.get("accuracy")})
+                     "data": "demo subset" if (r["report"] or {}).get("demo") else "full",
+                     "epochs": len(r["metrics"]), "best val balanced acc": best})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    promotable = [r["name"] for r in runs if r["report"] and r["config"].get("stage") in STUDENT_STAGES]
-    c1, c2 = st.columns([3, 1])
+    st.caption("Runs are compared on validation (and the external set, before promotion); test-split figures "
+               "are reported only for released models, so that nothing is chosen on the test split.")
+    promotable = [r for r in runs if r["report"] and r["config"].get("stage") in STUDENT_STAGES]
     if promotable:
-        with c1.form("promote"):
-            name = st.selectbox("Finished student run", promotable)
-            if st.form_submit_button("Promote to active model"):
-                run = next(r for r in runs if r["name"] == name)
-                try:
-                    with st.status("Promoting ...") as s:
-                        promote(run["path"], progress=s.write)
-                        s.update(label=f"Promoted {name}: student and int8 model are now active", state="complete")
-                except (CheckpointError, DatasetError, OSError) as exc:
-                    st.error(f"Promotion failed, active models unchanged: {exc}")
-    if has_previous() and c2.button("Roll back to previous version"):
+        promotion_form(promotable)
+    if has_previous() and st.button("Roll back to previous version"):
         try:
             rollback()
-            st.success("Rolled back: the previous student and int8 model are active again.")
+            st.success("Rolled back: the previous models are active again.")
         except CheckpointError as exc:
             st.error(str(exc))
+
+
+def promotion_form(promotable):
+    """Candidate beside the active student; promotion needs a confirmation, and a reason when it is worse."""
+    st.markdown("### Promote a run")
+    run = next(r for r in promotable if r["name"] == st.selectbox("Finished student run",
+                                                                  [r["name"] for r in promotable]))
+    candidate = {**run_summary(run["path"]),
+                 **external_figures(run["path"], (Path(run["path"]) / "best.pt").stat().st_mtime)}
+    active = active_summary()
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    st.dataframe(pd.DataFrame([{"figure": label, "active student": fmt(active.get(k)),
+                                f"run {run['name']}": fmt(candidate.get(k))} for k, label in COMPARED.items()]),
+                 hide_index=True, width="stretch")
+    if candidate["demo"]:
+        st.warning("This run trained on the demo subset: promoting it would serve a demo model to clinicians.")
+    worse = (active.get("val_balanced_accuracy") is not None
+             and (candidate.get("val_balanced_accuracy") or 0) < active["val_balanced_accuracy"])
+    with st.form("promote"):
+        reason = st.text_input("Reason (required: the run is below the active student on validation)"
+                               if worse else "Reason (optional)", key="promote-reason")
+        confirmed = st.checkbox(f"I compared run {run['name']} with the active model and want clinicians to get its "
+                                "answers", key="promote-confirm")
+        if st.form_submit_button("Promote to active model"):
+            try:
+                with st.status("Promoting ...") as s:
+                    promote(run["path"], progress=s.write, confirmed=confirmed, reason=reason)
+                    s.update(label=f"Promoted {run['name']}: student and int8 model are now active", state="complete")
+            except PromotionError as exc:
+                st.error(f"Not promoted: {exc}")
+            except (CheckpointError, DatasetError, OSError) as exc:
+                st.error(f"Promotion failed, active models unchanged: {exc}")
 
 
 def render():

@@ -91,8 +91,8 @@ def tiny_weights(tiny_runs, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("weights")
     shutil.copyfile(tiny_runs / "teacher" / "best.pt", root / "teacher.pt")
-    promote(tiny_runs / "mskd_lf", data_dir=FIXTURE, root=root)
-    promote(tiny_runs / "mskd_lf", data_dir=FIXTURE, root=root)
+    promote(tiny_runs / "mskd_lf", data_dir=FIXTURE, root=root, confirmed=True)
+    promote(tiny_runs / "mskd_lf", data_dir=FIXTURE, root=root, confirmed=True)
     return root
 
 

@@ -30,16 +30,19 @@ def chromium():
 
 @needs_chromium
 def test_diagnose_in_a_real_browser(server):
+    """A held-out melanoma: the model banner, the answer with its referral line, three maps and the PDF."""
     from playwright.sync_api import expect
 
-    image = ROOT / "assets" / "gallery" / sorted(p.name for p in (ROOT / "assets" / "gallery").glob("*.jpg"))[0]
+    image = ROOT / "assets" / "gallery" / "ISIC_0024481.jpg"  # melanoma, HAM10000 test split
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.goto(server)
         expect(page.get_by_role("heading", name="Diagnose")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Answering model:")).to_be_visible(timeout=60_000)
         page.locator("input[type=file]").first.set_input_files(str(image))
         expect(page.get_by_text("calibrated confidence").or_(page.get_by_text("no confident answer")).first
                ).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("alignancy risk").first).to_be_visible(timeout=60_000)  # "Refer: m..." or "M..."
         for method in ("Grad-CAM", "Score-CAM", "LIME"):
             expect(page.get_by_text(f"{method} ·")).to_be_visible(timeout=180_000)
         expect(page.get_by_text("Download PDF report")).to_be_visible(timeout=60_000)

@@ -10,7 +10,8 @@ import pytest
 from core import bench, evaluate, predict
 from tests.conftest import FIXTURE, ROOT
 
-EVAL_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class", "confusion_matrix", "classes", "n", "tta"}
+EVAL_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class", "confusion_matrix", "classes", "n", "tta",
+             "ece", "reliability", "roc", "triage", "not_dermoscopic_fraction", "ci95", "ci_resamples"}
 IMAGE = next((FIXTURE / "images").glob("*.jpg"))
 
 
@@ -24,6 +25,25 @@ def test_evaluate_writes_exact_schema(use_weights, tmp_path, capsys, model):
     assert metrics["n"] == 42 and len(metrics["confusion_matrix"]) == 7
     assert sum(map(sum, metrics["confusion_matrix"])) == 42
     assert 0 <= metrics["balanced_accuracy"] <= 1
+    assert set(metrics["triage"]) == {"0.90", "0.95"}
+    for figures in metrics["triage"].values():
+        assert {"threshold", "target_sensitivity", "sensitivity", "specificity", "ci95"} <= set(figures)
+
+
+def test_evaluate_plots_and_external_shortcut(use_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("DERMADISTILL_EXTERNAL_DIR", str(tmp_path / "ext"))
+    (tmp_path / "ext" / "images").mkdir(parents=True)
+    rows = ["image_id,dx"]
+    for path in sorted((FIXTURE / "images").glob("*.jpg"))[:14]:
+        (tmp_path / "ext" / "images" / path.name).write_bytes(path.read_bytes())
+        rows.append(f"{path.stem},{'mel' if len(rows) % 2 else 'nv'}")
+    (tmp_path / "ext" / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ext.json"
+    assert evaluate.main(["--model", "student", "--external", "--json", str(out), "--plots", str(tmp_path / "p")]) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 14 and report["ci_resamples"] == "lesions"
+    for name in ("reliability.png", "roc.png"):
+        assert (tmp_path / "p" / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_names_missing_images_and_unknown_labels(use_weights, tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_sigkill_at_random_moments_leaves_active_weights_identical(weights):
 def test_sigkill_during_promotion_keeps_models_loadable(weights, tiny_runs):
     old = {n: sha256_file(weights / f) for n, f in (("student", "student.pt"), ("quantized", "quantized.onnx"))}
     code = ("import sys; from core.promotion import promote; "
-            f"promote({str(tiny_runs / 'mskd_lf')!r}, data_dir={str(FIXTURE)!r}, root={str(weights)!r})")
+            f"promote({str(tiny_runs / 'mskd_lf')!r}, data_dir={str(FIXTURE)!r}, root={str(weights)!r}, confirmed=True)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for delay in (0.5, 1.5, 3.0, 5.0):
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)

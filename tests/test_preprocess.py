@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from core.data.preprocess import ImageError, load_image, preprocess
+from core.models.pretrained import LITE_MEAN, LITE_STD
 
 
 def encode(im, fmt="PNG", **kw) -> bytes:
@@ -33,7 +34,7 @@ def test_odd_modes_become_finite_model_tensors(mode):
     data = encode(im, "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG"))
     loaded = load_image(data)
     assert loaded.mode == "RGB" and loaded.size == (50, 40)
-    x = preprocess(data, 112)
+    x = preprocess(data, 112, LITE_MEAN, LITE_STD)
     assert x.shape == (1, 3, 112, 112) and torch.isfinite(x).all()
 
 
@@ -56,7 +57,7 @@ def test_exif_orientation_is_applied():
 
 def test_pil_image_input_equals_bytes_input():
     im = Image.new("RGB", (40, 30), (10, 120, 200))
-    assert torch.equal(preprocess(im, 64), preprocess(encode(im), 64))
+    assert torch.equal(preprocess(im, 64, LITE_MEAN, LITE_STD), preprocess(encode(im), 64, LITE_MEAN, LITE_STD))
 
 
 @pytest.mark.parametrize("data,reason", [

@@ -11,14 +11,25 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data import preprocess
 from core.data.preprocess import load_image, resize_uint8
 from core.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 
+def code_digest(*modules) -> str:
+    """Short digest of modules' source files: part of every cache key whose contents that code determines,
+    so changed preprocessing or augmentation code never reuses stale arrays."""
+    h = hashlib.sha256()
+    for module in modules:
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _cache_path(records, size: int, root: Path) -> Path:
-    key = hashlib.sha1("\n".join(f"{r.image_id}:{r.path}" for r in records).encode()).hexdigest()[:16]
+    key = hashlib.sha1("\n".join(f"{r.image_id}:{r.path}" for r in records).encode()
+                       + code_digest(preprocess).encode()).hexdigest()[:16]
     return root / f"images_{size}px_{len(records)}_{key}.npy"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from core.classes import CLASS_TO_INDEX, CLASSES
 
 METADATA_FILE = "HAM10000_metadata.csv"
+HAM10000_IMAGES = 10015  # the full data set; a run on fewer images (the demo subset, a fixture) is a demo
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -92,6 +93,14 @@ def load_ham10000(data_dir: Path) -> list:
     if not (data_dir / METADATA_FILE).is_file():
         raise DatasetError(f"{data_dir} has no {METADATA_FILE}")
     return read_labels(data_dir / METADATA_FILE, data_dir)
+
+
+def load_external(external_dir: Path) -> list:
+    """Records of a labelled external set: labels.csv (image_id, dx) and the images below the folder."""
+    external_dir = Path(external_dir)
+    if not (external_dir / "labels.csv").is_file():
+        raise DatasetError(f"{external_dir} has no labels.csv (image_id,dx)")
+    return read_labels(external_dir / "labels.csv", external_dir)
 
 
 def content_duplicate_groups(records) -> dict:

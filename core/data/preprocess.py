@@ -21,9 +21,6 @@ MAX_PIXELS = 40_000_000  # 6000x4500 photos pass; decompression bombs (e.g. 3000
 MIN_SIDE_WARN = 64  # below this the lesion detail is mostly lost
 MIN_SIDE = 2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class ImageError(ValueError):
     """An input that cannot be used as an image, with a message fit for a clinician."""
@@ -108,13 +105,27 @@ def low_resolution_warning(image: Image.Image):
     return None
 
 
+MAX_WORKING_SIDE = 1024
+
+
+def working_copy(image: Image.Image, max_side: int = MAX_WORKING_SIDE) -> Image.Image:
+    """The copy the app predicts on, explains and shows: very large photos downscaled (LANCZOS) to
+    `max_side`, so that prediction and explanations see the same pixels."""
+    if max(image.size) <= max_side:
+        return image
+    copy = image.copy()
+    copy.thumbnail((max_side, max_side), Image.LANCZOS)
+    return copy
+
+
 def resize_uint8(image: Image.Image, size: int) -> np.ndarray:
     """Square model-size HxWx3 uint8 array (the whole field of view, antialiased)."""
     return np.array(image.resize((size, size), Image.BICUBIC, reducing_gap=3.0), dtype=np.uint8)  # writable
 
 
-def to_model_tensor(batch_uint8: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """Normalise an NxHxWx3 (or NxCxHxW) uint8 tensor to float NxCxHxW."""
+def to_model_tensor(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """Normalise an NxHxWx3 (or NxCxHxW) uint8 tensor to float NxCxHxW with the model's mean and std
+    (required: there is no default a caller could silently get wrong)."""
     if batch_uint8.shape[-1] == 3 and batch_uint8.ndim == 4:
         batch_uint8 = batch_uint8.permute(0, 3, 1, 2)
     x = batch_uint8.float().div_(255.0)
@@ -123,7 +134,7 @@ def to_model_tensor(batch_uint8: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_
     return (x - m) / s
 
 
-def preprocess(source, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+def preprocess(source, size: int, mean, std) -> torch.Tensor:
     """Path/bytes/PIL image -> normalised 1x3xSxS float tensor."""
     if isinstance(source, Image.Image):
         image = _to_rgb(ImageOps.exif_transpose(source))

@@ -3,7 +3,8 @@
 With the same seed, batch size, sampling and augmentation every student stage (kd, mskd, mskd_lf)
 draws exactly the same batches, and the frozen teacher in eval mode gives exactly the same outputs
 on them; computing them once saves a teacher forward pass per batch in every later stage. Each
-entry stores the batch's sample indices and is used only when they match.
+entry stores the batch's sample indices and is used only when they match; the key includes the
+digest of the preprocessing and augmentation code, so changed code never reuses stale targets.
 """
 
 import hashlib
@@ -27,15 +28,15 @@ class TeacherOutputCache:
     def _path(self, epoch: int, batch: int) -> Path:
         return self.dir / f"e{epoch:03d}_b{batch:05d}.pt"
 
-    def get(self, epoch: int, batch: int, idx) -> HybridOutput:
-        """The stored outputs for this batch, or None when absent or stored for other samples."""
+    def get(self, epoch: int, batch: int, idx, device="cpu") -> HybridOutput:
+        """The stored outputs for this batch on `device`, or None when absent or stored for other samples."""
         path = self._path(epoch, batch)
         if path.is_file():
             try:
-                entry = torch.load(path, map_location="cpu", weights_only=True)
+                entry = torch.load(path, map_location=device, weights_only=True)
             except Exception:  # a half-written or damaged entry is recomputed
                 entry = None
-            if entry is not None and torch.equal(entry["idx"], torch.as_tensor(idx)):
+            if entry is not None and torch.equal(entry["idx"].cpu(), torch.as_tensor(idx)):
                 self.hits += 1
                 return HybridOutput(entry["logits"], entry["exit_logits"], entry["stage_features"],
                                     entry["fused_feature"], entry["fusion_weights"])

@@ -1,13 +1,20 @@
-"""Held-out test report of a loaded model: metrics, ROC curves and bootstrap 95% intervals."""
+"""Held-out report of a loaded model on labelled images: metrics, ECE, ROC curves, the referral flag's
+sensitivity and specificity at the model's stored thresholds, the share of real images the input gate
+would refuse, and bootstrap 95% intervals that resample lesions (images of one lesion move together)."""
 
 import numpy as np
+from PIL import Image
 from sklearn.metrics import roc_curve
 
-from core.evaluation.calibration import softmax_np
-from core.evaluation.inference import batched_logits, calibration_for
+from core.data.cache import cached_images
+from core.evaluation.calibration import (expected_calibration_error, is_malignant, malignancy_risk, referral_key,
+                                         reliability_bins, softmax_np)
+from core.evaluation.inference import batched_outputs, calibration_for
 from core.evaluation.metrics import classification_metrics
+from core.evaluation.ood import dermoscopy_check
 
 SUMMARY = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+N_BOOT = 500
 
 
 def roc_points(y_true, probs, classes, max_points: int = 60) -> dict:
@@ -22,31 +29,90 @@ def roc_points(y_true, probs, classes, max_points: int = 60) -> dict:
     return out
 
 
-def bootstrap_ci(y_true, probs, classes, n_boot: int = 500, seed: int = 0) -> dict:
-    """Percentile 95% intervals of the summary metrics over test-set resamples."""
+def triage_figures(y_true, probs, classes, threshold: float) -> dict:
+    """Sensitivity and specificity of 'refer when malignancy risk >= threshold' for malignant lesions."""
+    malignant = is_malignant(y_true, classes)
+    referred = malignancy_risk(probs, classes) >= threshold
+    return {"sensitivity": float(referred[malignant].mean()) if malignant.any() else float("nan"),
+            "specificity": float((~referred[~malignant]).mean()) if (~malignant).any() else float("nan"),
+            "n_malignant": int(malignant.sum()), "n_benign": int((~malignant).sum())}
+
+
+def resamples(groups, n_boot: int = N_BOOT, seed: int = 0):
+    """Bootstrap index arrays that draw whole groups (lesions) with replacement."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
     rng = np.random.default_rng(seed)
-    samples = {k: [] for k in SUMMARY}
-    n = len(y_true)
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
+def percentile_ci(values) -> list:
+    return [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
+
+
+def bootstrap_ci(y_true, probs, classes, groups=None, thresholds=None, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Percentile 95% intervals of the summary metrics (and of the triage figures at each of `thresholds`,
+    {key: threshold}) over resamples of lesions (`groups`; default: each image its own lesion)."""
+    groups = np.arange(len(y_true)) if groups is None else groups
+    samples = {k: [] for k in SUMMARY}
+    triage = {key: {"sensitivity": [], "specificity": []} for key in (thresholds or {})}
+    for idx in resamples(groups, n_boot, seed):
         m = classification_metrics(y_true[idx], probs[idx], classes)
         for k in SUMMARY:
             samples[k].append(m[k])
-    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in samples.items()}
+        for key, threshold in (thresholds or {}).items():
+            t = triage_figures(y_true[idx], probs[idx], classes, threshold)
+            triage[key]["sensitivity"].append(t["sensitivity"])
+            triage[key]["specificity"].append(t["specificity"])
+    out = {k: percentile_ci(v) for k, v in samples.items()}
+    if triage:
+        out["triage"] = {key: {k: percentile_ci(v) for k, v in figures.items()} for key, figures in triage.items()}
+    return out
 
 
-def split_report(classifier, images_uint8, labels, with_ci: bool = True, tta=None) -> dict:
+def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = True, tta=None) -> dict:
     """Metrics of `classifier` (calibrated probabilities, in its validation-chosen inference mode unless
-    `tta` says otherwise) on cached images with integer labels."""
+    `tta` says otherwise) on model-size uint8 images with integer labels; `groups`: lesion ids for the CIs."""
     cfg = classifier.config
     calibration = calibration_for(classifier.calibration, tta)
     use_tta = bool(calibration.get("tta", False))
-    logits = batched_logits(classifier.logits, images_uint8, cfg.mean, cfg.std, tta=use_tta)
-    probs = softmax_np(logits, float(calibration.get("temperature", 1.0)))
+    out = batched_outputs(classifier.outputs, images_uint8, cfg.mean, cfg.std, tta=use_tta)
+    probs = softmax_np(out.logits, float(calibration.get("temperature", 1.0)))
     labels = np.asarray(labels)
     report = classification_metrics(labels, probs, cfg.classes)
     report["tta"] = use_tta
+    report["ece"] = expected_calibration_error(probs, labels)
+    report["reliability"] = reliability_bins(probs, labels)
     report["roc"] = roc_points(labels, probs, cfg.classes)
+    points = calibration.get("referral", {})
+    report["triage"] = {key: {"threshold": p["threshold"], "target_sensitivity": p["target_sensitivity"],
+                              "val_sensitivity": p["val_sensitivity"], "val_specificity": p["val_specificity"],
+                              **triage_figures(labels, probs, cfg.classes, p["threshold"])}
+                        for key, p in points.items()}
+    refused = np.array([bool(dermoscopy_check(Image.fromarray(np.asarray(im)))) for im in images_uint8])
+    if classifier.feature_distance is not None and out.features is not None:
+        refused |= classifier.feature_distance.unlike_training(out.features)
+    report["not_dermoscopic_fraction"] = float(refused.mean())  # real images the input gate would refuse
     if with_ci:
-        report["ci95"] = bootstrap_ci(labels, probs, cfg.classes)
+        ci = bootstrap_ci(labels, probs, cfg.classes, groups, {k: p["threshold"] for k, p in points.items()})
+        for key, figures in ci.pop("triage", {}).items():
+            report["triage"][key]["ci95"] = figures
+        report["ci95"] = ci
+        report["ci_resamples"] = "lesions" if groups is not None else "images"
     return report
+
+
+def default_triage(report: dict, target: float = 0.9) -> dict:
+    """The triage figures of one target sensitivity from a report (empty when the model has none)."""
+    return report.get("triage", {}).get(referral_key(target), {})
+
+
+def records_report(classifier, records, indices=None, progress=None, tta=None) -> dict:
+    """`split_report` of `records[indices]` (all records by default), images decoded through the one
+    preprocessing path (and its cache), with CIs that resample lesions."""
+    indices = np.arange(len(records)) if indices is None else np.asarray(indices)
+    images = cached_images(records, classifier.config.img_size, progress=progress)
+    labels = np.array([records[i].label for i in indices])
+    lesions = np.array([records[i].lesion_id for i in indices])
+    return split_report(classifier, images[indices], labels, groups=lesions, tta=tta)

@@ -3,7 +3,6 @@
 from dataclasses import asdict, dataclass, field
 
 from core.classes import CLASSES
-from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
@@ -14,8 +13,8 @@ class ModelConfig:
     img_size: int = 112
     num_classes: int = len(CLASSES)
     classes: tuple = CLASSES
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
+    mean: tuple = field(kw_only=True)  # input normalisation: required, it must match the weights' training
+    std: tuple = field(kw_only=True)
     fusion_dim: int = 128
     drop_rate: float = 0.2
     arch_kwargs: dict = field(default_factory=dict)

@@ -76,8 +76,25 @@ class HybridNet(nn.Module):
         return HybridOutput(logits, exit_logits, feats, fused, weights)
 
     def predict(self, x):
-        """Final logits only: the inference and export path."""
+        """Final logits only: Grad-CAM and training validation."""
         return self.forward(x).logits
+
+    def logits_and_features(self, x):
+        """(final logits, fused feature): the inference and export path; the feature feeds the
+        out-of-distribution test."""
+        out = self.forward(x)
+        return out.logits, out.fused_feature
+
+
+class LogitsAndFeatures(nn.Module):
+    """Wraps a hybrid model so that module(x) returns (logits, fused feature): what ONNX export keeps."""
+
+    def __init__(self, model: HybridNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.logits_and_features(x)
 
 
 class LogitsOnly(nn.Module):

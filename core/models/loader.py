@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.evaluation.inference import tta_logits
+from core.evaluation.inference import Outputs, model_outputs
+from core.evaluation.ood import FeatureDistance
 from core.models.checkpoint import CheckpointError, load_checkpoint, sha256_file
 from core.models.config import ModelConfig
 from core.models.fusion import LogitsOnly
@@ -26,9 +27,12 @@ SHIPPED = ("teacher", "student", "quantized")
 SHIPPED_FILES = {"teacher": "teacher.pt", "student": "student.pt", "quantized": "quantized.onnx"}
 
 
-def _run_session(session, x: torch.Tensor) -> torch.Tensor:
+def _run_session(session, x: torch.Tensor, outputs: int = 1):
+    """The first `outputs` outputs of an ONNX Runtime session (a tensor when 1, else a tuple)."""
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}  # no copy
-    return torch.from_numpy(session.run(None, feed)[0])
+    names = [o.name for o in session.get_outputs()][:outputs]
+    results = tuple(torch.from_numpy(r) for r in session.run(names, feed))
+    return results[0] if outputs == 1 else results
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Classifier:
     float_counterpart: str = None
     warnings: list = field(default_factory=list)
     batch_session: object = None  # ONNX Runtime twin of a torch model, for batched explanation passes
+    origin: dict = field(default_factory=dict)  # shipped models: date and source from the manifest
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.module is not None:
@@ -61,10 +66,34 @@ class Classifier:
         runtime attached (`with_batch_runtime`), else as `logits`. Predictions keep using `logits`."""
         return self.logits(x) if self.batch_session is None else _run_session(self.batch_session, x)
 
-    def predict_logits(self, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Logits for prediction, averaged over the 8 dihedral views when `tta` (callers take the mode from
-        `core.evaluation.inference.calibration_for`, which knows the validation-chosen default)."""
-        return tta_logits(self.logits, x) if tta else self.logits(x)
+    def outputs(self, x: torch.Tensor):
+        """(logits, fused feature) of a normalised batch; the feature is None for an old single-output file."""
+        if self.module is not None:
+            with torch.inference_mode():
+                return self.module.model.logits_and_features(x)
+        if len(self.session.get_outputs()) < 2:
+            return self.logits(x)
+        return _run_session(self.session, x, outputs=2)
+
+    def predict_outputs(self, x: torch.Tensor, tta: bool = False) -> Outputs:
+        """Outputs for prediction, probabilities averaged over the 8 dihedral views when `tta` (callers take the
+        mode from `core.evaluation.inference.calibration_for`, which knows the validation-chosen default)."""
+        return model_outputs(self.outputs, x, tta)
+
+    @property
+    def feature_distance(self):
+        """The model's fitted out-of-distribution test (core.evaluation.ood), or None for a file without one."""
+        if "_feature_distance" not in self.__dict__:
+            ood = self.meta.get("ood")
+            self.__dict__["_feature_distance"] = FeatureDistance(ood) if ood else None
+        return self.__dict__["_feature_distance"]
+
+    @property
+    def identity(self) -> dict:
+        """Which model answers: name, file sha256 (short), date and where it came from."""
+        return {"name": self.name, "sha256": self.sha256[:12], "date": self.origin.get("date", ""),
+                "source": self.origin.get("source", f"checkpoint file {self.path.name}"),
+                "demo": bool(self.meta.get("demo"))}
 
     @property
     def calibration(self) -> dict:
@@ -150,13 +179,17 @@ def load_model(name_or_path, root=None) -> Classifier:
     manifest = read_manifest(root).get("models", {}).get(name, {})
     path = shipped_path(name, root)
     try:
-        return _load_file(path, name, manifest.get("sha256"))
+        classifier = _load_file(path, name, manifest.get("sha256"))
+        classifier.origin = {"date": manifest.get("date", ""), "source": manifest.get("source", "release")}
+        return classifier
     except CheckpointError as exc:
         previous = root / "previous" / path.name
         if not previous.is_file():
             raise
         prev_manifest = read_manifest(root / "previous").get("models", {}).get(name, {})
         classifier = _load_file(previous, name, prev_manifest.get("sha256"))
+        classifier.origin = {"date": prev_manifest.get("date", ""),
+                             "source": f"previous version ({prev_manifest.get('source', 'release')})"}
         classifier.warnings.append(f"{exc}. Using the previous good version instead.")
         log.warning("falling back to %s: %s", previous, exc)
         return classifier

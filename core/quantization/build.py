@@ -1,7 +1,8 @@
 """Build the int8 model from a student checkpoint: export, quantize on training images, re-calibrate.
 
 `python -m core.quantize` and promotion both call `build_quantized`. The int8 model gets its own
-temperature and `uncertain` thresholds fitted on the validation split, since quantization moves logits.
+temperature, `uncertain`, referral and feature-distance thresholds fitted on the validation split,
+since quantization moves logits and features.
 """
 
 import tempfile
@@ -11,7 +12,7 @@ import numpy as np
 
 from core.data.cache import cached_images
 from core.data.split import split_indices
-from core.evaluation.inference import fit_inference_mode
+from core.evaluation.inference import fit_model_calibration
 from core.models.checkpoint import load_checkpoint, sha256_file
 from core.models.loader import load_model
 from core.quantization.onnx_export import export_onnx, quantize_int8, set_metadata
@@ -36,7 +37,7 @@ def build_quantized(student_ckpt, split: dict, records, out_path, n_calibration:
     train_idx = part["train"]
     rng = np.random.default_rng(seed)
     calib_idx = np.sort(rng.choice(train_idx, size=min(n_calibration, len(train_idx)), replace=False))
-    qmeta = {**{k: v for k, v in meta.items() if k not in ("calibration", "test", "val")},
+    qmeta = {**{k: v for k, v in meta.items() if k not in ("calibration", "ood", "test", "val")},
              "float_counterpart": "student", "float_sha256": sha256_file(student_ckpt),
              "quantization": {"method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
                                         "MinMax calibration", "calibration_images": int(len(calib_idx)),
@@ -45,7 +46,6 @@ def build_quantized(student_ckpt, split: dict, records, out_path, n_calibration:
         fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx", qmeta)
         quantize_int8(fp32, out_path, images[calib_idx], config, qmeta)
     classifier = load_model(out_path)
-    val_idx = part["val"]
-    calibration = fit_inference_mode(classifier.logits, images[val_idx], labels[val_idx], config.mean, config.std)
-    set_metadata(out_path, config, {**qmeta, "calibration": calibration})
-    return calibration
+    fitted = fit_model_calibration(classifier.outputs, config, images, labels, part)
+    set_metadata(out_path, config, {**qmeta, **fitted})
+    return fitted["calibration"]

@@ -19,19 +19,20 @@ import torch
 
 from core.data.preprocess import to_model_tensor
 from core.models.config import ModelConfig
-from core.models.fusion import LogitsOnly
+from core.models.fusion import LogitsAndFeatures
 
 log = logging.getLogger(__name__)
 
 
 def export_onnx(model, config: ModelConfig, path, meta=None) -> Path:
-    """fp32 ONNX of model.predict with a dynamic batch axis; config + meta in metadata_props."""
+    """fp32 ONNX of model.logits_and_features (outputs `logits` and `features`) with a dynamic batch axis;
+    config + meta in metadata_props."""
     path = Path(path)
-    wrapper = LogitsOnly(model).eval()
+    wrapper = LogitsAndFeatures(model).eval()
     example = torch.randn(2, 3, config.img_size, config.img_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.onnx.export(wrapper, (example,), dynamo=True, external_data=False,
-                                input_names=["image"], output_names=["logits"],
+                                input_names=["image"], output_names=["logits", "features"],
                                 dynamic_shapes={"x": {0: batch}}, optimize=True)
     program.save(str(path))
     set_metadata(path, config, meta or {})
@@ -110,6 +111,11 @@ class ImageCalibrationReader:
         self.pos = 0
 
 
+# Only convolutions run in int8: the exits, the stage fusion and the classifier (Gemm/MatMul on pooled
+# features, a small share of the compute) stay fp32, where int8 rounding moved the student's decisions.
+QUANTIZED_OPS = ["Conv"]
+
+
 def quantize_int8(fp32_path, out_path, calibration_images, config: ModelConfig, meta=None) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX model; returns out_path."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -124,8 +130,8 @@ def quantize_int8(fp32_path, out_path, calibration_images, config: ModelConfig, 
         input_name = onnx.load(str(prepped)).graph.input[0].name
         reader = ImageCalibrationReader(calibration_images, config, input_name)
         quantize_static(str(prepped), str(out_path), reader, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     compact_names(out_path)
     set_metadata(out_path, config, meta or {})
     return Path(out_path)

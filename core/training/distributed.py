@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from timm.layers import convert_sync_batchnorm
 
 
 @dataclass(frozen=True)
@@ -238,13 +239,13 @@ def wants_synchronised_batchnorm(choice: str, ctx: DistributedContext, global_ba
 
 @contextmanager
 def synchronised_batchnorm(model: nn.Module, ctx: DistributedContext, enabled: bool = True):
-    """BatchNorm statistics over the global batch while training: torch's SyncBatchNorm on CUDA; on CPU,
+    """BatchNorm statistics over the global batch while training: timm's SyncBatchNorm(Act) on CUDA; on CPU,
     where it refuses to run, every training-mode F.batch_norm call (torch's and timm's BatchNormAct2d
     layers both go through it) runs _GlobalBatchNorm. Yields the model to train (unchanged when not `enabled`)."""
     if not (ctx.distributed and enabled):
         yield model
     elif ctx.device.startswith("cuda"):
-        yield nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        yield convert_sync_batchnorm(model)  # timm's: BatchNormAct2d keeps its activation (SyncBatchNormAct)
     else:
         original = F.batch_norm
         F.batch_norm = _global_batch_norm(original, ctx.world_size)

@@ -14,6 +14,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import psutil
+
 from core.data.ham10000 import load_ham10000
 from core.filelock import exclusive_lock
 from core.paths import PROJECT_ROOT, resolve_data_dir
@@ -44,7 +46,10 @@ def config_to_argv(cfg: TrainConfig) -> list:
     return argv
 
 
-def _alive(pid: int) -> bool:
+def _alive(job: dict) -> bool:
+    """Is the job's process still the one we started (same pid and creation time) and not a zombie? A pid
+    reused by an unrelated process after a restart is not the job."""
+    pid = int(job["pid"])
     try:
         reaped, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished child (else it lingers as a zombie)
         if reaped == pid:
@@ -52,14 +57,12 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        same = job.get("create_time") is None or abs(proc.create_time() - float(job["create_time"])) < 0.01
+        return same and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
+    except psutil.AccessDenied:
         return True
 
 
@@ -73,7 +76,7 @@ def active_job(root=None):
         job = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if _alive(int(job["pid"])):
+    if _alive(job):
         return job
     path.unlink(missing_ok=True)
     return None
@@ -117,7 +120,8 @@ def start_job(cfg: TrainConfig, root=None, processes: int = 1) -> dict:
             proc = subprocess.Popen(argv, cwd=PROJECT_ROOT,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
-        job = {"pid": proc.pid, "run": str(run_dir), "stage": cfg.stage, "processes": processes,
+        job = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "run": str(run_dir),
+               "stage": cfg.stage, "processes": processes,
                "command": " ".join(["python", *argv[1:]]),
                "started": dt.datetime.now().isoformat(timespec="seconds")}
         tmp = root / f".{ACTIVE}.tmp"
@@ -128,7 +132,7 @@ def start_job(cfg: TrainConfig, root=None, processes: int = 1) -> dict:
 
 def cancel_job(root=None) -> bool:
     """SIGTERM the running job's process group (the launcher and every rank stop cleanly at the next batch).
-    False when nothing runs."""
+    False when nothing runs; `active_job` has checked the process identity, so no unrelated group is hit."""
     job = active_job(root)
     if not job:
         return False

@@ -21,14 +21,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core.classes import CLASSES
 from core.data.augment import AugmentConfig, augment_batch
-from core.data.cache import cached_images
-from core.data.ham10000 import content_duplicate_groups, load_ham10000
+from core.data import augment as augment_module
+from core.data import preprocess as preprocess_module
+from core.data.cache import cached_images, code_digest
+from core.data.ham10000 import HAM10000_IMAGES, content_duplicate_groups, load_ham10000
 from core.data.preprocess import to_model_tensor
 from core.data.split import lesion_grouped_split, load_split, save_split, split_fingerprint, split_indices
 from core.distillation.stages import STAGES, FeatureProjector, stage_losses
 from core.distillation.teacher_cache import TeacherOutputCache
 from core.evaluation.calibration import softmax_np
-from core.evaluation.inference import batched_logits, fit_inference_mode
+from core.evaluation.inference import batched_logits, batched_outputs, fit_model_calibration
 from core.evaluation.metrics import classification_metrics
 from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, sha256_file
 from core.models.factory import DEFAULT_CONFIGS, count_params, create_model
@@ -158,7 +160,8 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
             "teacher_sha256": sha256_file(teacher_path), "seed": cfg.seed, "batch_size": cfg.batch_size,
             "balance_power": cfg.balance_power, "img_size": cfg.img_size, "limit": cfg.limit,
             "split": split_fingerprint(split), "augment": asdict(augment_cfg), "mean": model_config.mean,
-            "std": model_config.std, **({"world_size": ctx.world_size, "rank": ctx.rank} if ctx.distributed else {})})
+            "std": model_config.std, "code": code_digest(preprocess_module, augment_module),
+            **({"world_size": ctx.world_size, "rank": ctx.rank} if ctx.distributed else {})})
     # the student in DDP; the small feature projector's gradients are averaged by hand
     train_model = DistributedDataParallel(model) if ctx.distributed else model
 
@@ -214,7 +217,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
                 out_s = train_model(x)
                 out_t = None
                 if teacher is not None:
-                    out_t = teacher_cache.get(epoch, b, idx[mine])
+                    out_t = teacher_cache.get(epoch, b, idx[mine], device)
                     if out_t is None:
                         out_t = teacher_outputs(teacher, teacher_config, teacher_images[idx], augment_cfg,
                                                 torch.Generator().set_state(augment_state), mine, device)
@@ -279,17 +282,23 @@ def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator, mine=
 
 
 def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
-    """Calibrate best.pt on validation, store the calibration in it, and write report.json (test split)."""
+    """Calibrate best.pt on validation, fit its out-of-distribution test (training features, validation
+    threshold), store both in it, and write report.json (test split). A run on fewer images than the full
+    HAM10000 is marked as a demo."""
     best_path = Path(out) / "best.pt"
     model, config, meta = load_checkpoint(best_path)
-    calibration = fit_inference_mode(model.predict, images[part["val"]], labels[part["val"]], config.mean, config.std)
-    test_logits = batched_logits(model.predict, images[part["test"]], config.mean, config.std, tta=calibration["tta"])
+    fitted = fit_model_calibration(model.logits_and_features, config, images, labels, part)
+    calibration = fitted["calibration"]
+    test_logits = batched_outputs(model.logits_and_features, images[part["test"]], config.mean, config.std,
+                                  tta=calibration["tta"]).logits
     test = classification_metrics(labels[part["test"]], softmax_np(test_logits, calibration["temperature"]))
-    meta = {**meta, "calibration": calibration, "test": {k: test[k] for k in
-            ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}
+    meta = {**meta, **fitted, "demo": bool(len(labels) < HAM10000_IMAGES),
+            "test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}
     save_checkpoint(best_path, model, config, meta=meta)
     report = {"split": "test", "split_fingerprint": fingerprint, "n_test": int(len(part["test"])),
               "calibration": calibration, "test": test,
-              "params": count_params(model), "best_epoch": meta.get("epoch")}
+              "params": count_params(model), "best_epoch": meta.get("epoch"), "demo": meta["demo"],
+              "val": {"balanced_accuracy": calibration["val_balanced_accuracy_tta" if calibration["tta"]
+                                                      else "val_balanced_accuracy_plain"]}}
     (Path(out) / "report.json").write_text(json.dumps(report, indent=2))
     return report
