@@ -16,7 +16,11 @@ st.logo(str(ASSETS / "logo.png"))
 
 from pages.common import warm_up  # noqa: E402  (after set_page_config)
 
-warm_up()
+try:
+    warm_up()
+except ValueError as exc:  # a deployer's setting the app cannot honour: say which, and stop
+    st.error(f"Configuration error: {exc}. The deployer sets it before starting the app.")
+    st.stop()
 pages = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/biotech:", default=True),
     st.Page("pages/compare.py", title="Compare models", icon=":material/monitoring:"),

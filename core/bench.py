@@ -12,6 +12,7 @@ import argparse
 import json
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,6 +109,14 @@ def student_ort_fp32(root=None):
 def run_bench(models=DEFAULT_MODELS, threads: int = 2, runs: int = 100, progress=None, root=None) -> dict:
     """Benchmark results as {"models": {name: {...}}, "threads": N, "cpu": "..."}; `root`: a weights folder
     other than the active one (a release benchmarks its staged models)."""
+    with _BENCH_LOCK:  # one benchmark at a time: each sets the process-wide thread count
+        return _run_bench(models, threads, runs, progress, root)
+
+
+_BENCH_LOCK = threading.Lock()
+
+
+def _run_bench(models, threads, runs, progress, root) -> dict:
     from core.models.loader import load_model
 
     previous = torch.get_num_threads()

@@ -26,6 +26,17 @@ from core.models.checkpoint import CheckpointError
 from core.paths import resolve_external_dir
 
 
+def json_safe(value):
+    """NaN (an undefined metric, e.g. AUC of a class without images) as null: the output stays valid JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_plots(report: dict, folder, title: str) -> list:
     """reliability.png (accuracy against confidence, with ECE) and roc.png (one-vs-rest, AUC per class)."""
     import matplotlib
@@ -85,13 +96,15 @@ def main(argv=None) -> int:
         if a.split_file:
             keep = set(load_split(a.split_file)[a.split])
             records = [r for r in records if r.image_id in keep]
+        if not records:
+            raise DatasetError("no labelled images to evaluate (is the split file for this data set?)")
         with tqdm(total=len(records), desc=f"decoding for {a.model}", file=sys.stderr) as bar:
             report = records_report(classifier, records, tta=a.tta,
                                     progress=lambda done, total: bar.update(done - bar.n))
     except (DatasetError, CheckpointError, ImageError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(report, indent=2)
+    text = json.dumps(json_safe(report), indent=2)
     if a.json_out:
         Path(a.json_out).write_text(text)
     if a.plots:

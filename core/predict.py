@@ -32,8 +32,11 @@ def referral_target(value=None) -> float:
     """The deployer's target sensitivity: `value`, else $DERMADISTILL_REFERRAL_SENSITIVITY, else 0.90;
     only the validated points in REFERRAL_TARGETS are accepted."""
     raw = value if value is not None else os.environ.get(REFERRAL_ENV, REFERRAL_TARGETS[0])
-    target = float(raw)
-    if referral_key(target) not in {referral_key(t) for t in REFERRAL_TARGETS}:
+    try:
+        target = float(raw)
+    except ValueError:
+        target = None
+    if target not in REFERRAL_TARGETS:
         raise ValueError(f"referral sensitivity {raw!r} is not one of the validated points "
                          f"{', '.join(referral_key(t) for t in REFERRAL_TARGETS)}")
     return target
@@ -49,7 +52,7 @@ class Prediction:
     uncertain: bool
     dermoscopic: bool = True  # False: no diagnosis is given (the output is shown only on request)
     malignancy_risk: float = float("nan")  # calibrated P(mel) + P(bcc) + P(akiec)
-    referral: bool = False  # risk at or above the validated threshold
+    referral: bool = None  # risk at or above the validated threshold; None: no validated threshold
     referral_threshold: float = float("nan")
     referral_target: float = float("nan")  # the validation sensitivity the threshold was chosen for
     referral_val_sensitivity: float = float("nan")
@@ -64,11 +67,14 @@ class Prediction:
     def referral_text(self) -> str:
         """The referral line in plain words: above the threshold, or what being below it does (not) mean
         (empty when there is no validated threshold or no diagnosis)."""
-        if not self.dermoscopic or self.referral_threshold != self.referral_threshold:  # NaN: no threshold
+        if not self.dermoscopic:
             return ""
+        if self.referral is None:  # this model file has no validated threshold
+            return ("Top class is malignant or pre-malignant: consider referral. (This model has no validated "
+                    "referral threshold.)" if self.suspicious else "")
         catches = f"{self.referral_val_sensitivity * 10:.1f}".rstrip("0").rstrip(".")
         if self.referral:
-            return (f"Refer: malignancy risk {self.malignancy_risk:.0%} — above the threshold "
+            return (f"Refer: malignancy risk {self.malignancy_risk:.0%} - above the threshold "
                     f"({self.referral_threshold:.0%}) that catches {catches} in 10 malignant lesions in validation.")
         missed = f"{(1 - self.referral_val_sensitivity) * 10:.1f}".rstrip("0").rstrip(".")
         return (f"Malignancy risk {self.malignancy_risk:.0%}, below the referral threshold "
@@ -90,6 +96,17 @@ class Prediction:
         return d
 
 
+def unlike_training(model, image, outputs=None) -> bool:
+    """Does `model`'s feature-distance test refuse `image`? (`outputs`: its plain-view outputs, if computed.)
+    False for no model or a model file without a test."""
+    if model is None or model.feature_distance is None:
+        return False
+    if outputs is None:
+        cfg = model.config
+        outputs = model.predict_outputs(preprocess(image, cfg.img_size, cfg.mean, cfg.std))
+    return outputs.features is not None and bool(model.feature_distance.unlike_training(outputs.features.numpy())[0])
+
+
 def predict_image(classifier, image, tta=None, referral_sensitivity=None) -> Prediction:
     """One PIL image (already loaded) -> Prediction, using the classifier's stored calibration.
 
@@ -104,21 +121,25 @@ def predict_image(classifier, image, tta=None, referral_sensitivity=None) -> Pre
     probs = softmax_np(out.logits.float().numpy(), t)[0]
     k = int(probs.argmax())
     reasons = dermoscopy_check(image)
-    distance = classifier.feature_distance
-    if distance is not None and out.features is not None and distance.unlike_training(out.features.numpy())[0]:
-        reasons.append(f"{NOT_DERMOSCOPIC}: the model's features are far from every class it was trained on")
+    if any(unlike_training(model, image, own) for model, own in ((classifier, out), (classifier.gate, None))):
+        reasons.append(f"{NOT_DERMOSCOPIC}: the model's features are far from every lesion it was trained on "
+                       "(if this is a dermoscopic lesion image, the model cannot assess it: assess it clinically)")
     dermoscopic = not reasons
     threshold = float(cal.get("confidence_threshold", 0.0))
     if probs[k] < threshold:
         reasons.append(f"low confidence ({probs[k]:.0%} < {threshold:.0%} threshold chosen on validation)")
-    energy = float(energy_score(out.plain_logits.float().numpy(), t)[0])
+    # files calibrated before energy_view existed fitted the energy threshold on the probability logits
+    energy_logits = out.plain_logits if cal.get("energy_view") == "plain" else out.logits
+    energy = float(energy_score(energy_logits.float().numpy(), t)[0])
     if energy > float(cal.get("energy_threshold", float("inf"))):
         reasons.append("the image is unlike the training images (energy score out of range)")
     warnings = [w for w in [low_resolution_warning(image)] if w]
-    if distance is None:
+    if classifier.feature_distance is None:
         warnings.append("this model file has no feature-distance test: only colour statistics check the input")
     target = referral_target(referral_sensitivity)
     point = cal.get("referral", {}).get(referral_key(target))
+    if point is not None and point.get("threshold") is None:
+        point = None
     risk = float(malignancy_risk(probs[None], classes)[0])
     referral = {} if point is None else {
         "referral_threshold": float(point["threshold"]), "referral_target": target,

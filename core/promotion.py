@@ -67,11 +67,13 @@ def model_entry(path: Path, classifier, report: dict, command: str, split: dict)
     }
 
 
-def evaluate_entry(path: Path, name: str, split: dict, records, command: str, external_records=None) -> dict:
+def evaluate_entry(path: Path, name: str, split: dict, records, command: str, external_records=None,
+                   gate=None) -> dict:
     """Manifest entry of a weight file, with its report on the split's test images (CIs over lesions) and,
-    when given, on the external validation set (never used to fit anything here)."""
+    when given, on the external validation set (never used to fit anything here). `gate`: the model whose
+    feature test also screens this one's inputs in the app (core.models.loader.GATES)."""
     classifier = load_model(path)
-    classifier.name = name
+    classifier.name, classifier.gate = name, gate
     entry = model_entry(path, classifier, records_report(classifier, records, split_indices(records, split)["test"]),
                         command, split)
     if external_records:

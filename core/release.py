@@ -28,7 +28,7 @@ from core.data.split import load_split, recompute_split, split_fingerprint, spli
 from core.evaluation.inference import fit_model_calibration
 from core.evaluation.report import SUMMARY
 from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from core.models.loader import read_manifest
+from core.models.loader import GATES, load_model, read_manifest
 from core.paths import resolve_data_dir, weights_dir
 from core.promotion import evaluate_entry, external_records, staged_weights, training_command
 from core.quantization.build import build_quantized, quantize_command
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
         models = {}
         for name, file in (("teacher", "teacher.pt"), ("student", "student.pt"), ("quantized", "quantized.onnx")):
             logging.info("evaluating %s", name)
-            entry = evaluate_entry(staging / file, name, split, records, commands[name], external)
+            gate = load_model(staging / f"{GATES[name]}.pt") if name in GATES else None
+            entry = evaluate_entry(staging / file, name, split, records, commands[name], external, gate)
             if a.recalibrate:
                 entry["calibration_command"] = RECALIBRATE_COMMAND.format(data_dir=a.data_dir or data_dir)
             models[name] = {**entry, "source": source}

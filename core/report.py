@@ -16,7 +16,8 @@ DATA_CREDIT = ("Model trained on HAM10000 (Tschandl et al., Sci. Data 2018), CC 
 
 def _latin1(text: str) -> str:
     """The PDF core fonts are latin-1: replace what they cannot draw rather than fail."""
-    return str(text).encode("latin-1", "replace").decode("latin-1")
+    text = str(text).replace("\u2014", "-").replace("\u2013", "-").replace("\u2019", "'")
+    return text.encode("latin-1", "replace").decode("latin-1")
 
 
 def build_pdf_report(image, file_label: str, prediction, explanations: dict, model: dict, target: str = None,

@@ -15,7 +15,7 @@ from core.models.checkpoint import CheckpointError
 from core.models.loader import SHIPPED, load_model, with_batch_runtime
 from core.paths import PROJECT_ROOT, weights_dir
 from core.evaluation.calibration import referral_key
-from core.predict import predict_image
+from core.predict import predict_image, referral_target
 from core.serving import ModelRegistry, ModelWorkPool
 from core.report import DATA_CREDIT, DISCLAIMER
 
@@ -51,6 +51,7 @@ def warm_up():
     """Once per server process, at the first page view: the work pool, then every shipped model loaded in the
     background, so that the first answer does not wait for them."""
     work_pool()
+    referral_target()  # a bad DERMADISTILL_REFERRAL_SENSITIVITY is reported once, clearly (app.py)
     return model_registry().warm(SHIPPED, weights_version)
 
 

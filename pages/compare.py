@@ -101,13 +101,14 @@ def side_by_side():
             if image is None:  # the same refusal for every model: say it once
                 st.error(f"Could not use {p}")
                 return
-            labels[model_name] = p.label
             if not p.dermoscopic:
                 st.error("Not a dermoscopic image of a skin lesion: no answer, no maps.")
                 continue
+            labels[model_name] = p.label
             st.write(f"{p.full_name} — {p.confidence:.0%}" + (" · uncertain" if p.uncertain else ""))
-            st.caption(("**Refer**: " if p.referral else "Below the referral threshold: ")
-                       + f"malignancy risk {p.malignancy_risk:.0%} (threshold {p.referral_threshold:.0%})")
+            if p.referral is not None:
+                st.caption(("**Refer**: " if p.referral else "Below the referral threshold: ")
+                           + f"malignancy risk {p.malignancy_risk:.0%} (threshold {p.referral_threshold:.0%})")
             for method in ("gradcam", "scorecam"):
                 with st.spinner(f"{method} on {model_name} ..."):
                     e = explanation_for(classifier, key, image, method, p.label)

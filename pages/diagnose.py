@@ -132,7 +132,8 @@ def results_table(rows):
     records = []
     for n, _, _, p in rows:
         answered = p.dermoscopic
-        records.append({"file": n, "refer": ("yes" if p.referral else "no") if answered else "—",
+        refer = {True: "yes", False: "no", None: "no validated threshold"}[p.referral]
+        records.append({"file": n, "refer": refer if answered else "—",
                         "malignancy risk": f"{p.malignancy_risk:.0%}" if answered else "—",
                         "top class": f"{p.full_name} ({p.label})" if answered else "not a dermoscopic image",
                         "confidence": f"{p.confidence:.0%}" if answered else "—",

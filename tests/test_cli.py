@@ -41,7 +41,7 @@ def test_evaluate_plots_and_external_shortcut(use_weights, tmp_path, monkeypatch
     out = tmp_path / "ext.json"
     assert evaluate.main(["--model", "student", "--external", "--json", str(out), "--plots", str(tmp_path / "p")]) == 0
     report = json.loads(out.read_text())
-    assert report["n"] == 14 and report["ci_resamples"] == "lesions"
+    assert report["n"] == 14 and report["ci_resamples"] == "images (one per lesion)"  # no lesion_id column
     for name in ("reliability.png", "roc.png"):
         assert (tmp_path / "p" / name).read_bytes()[:4] == b"\x89PNG"
 

@@ -118,7 +118,7 @@ def test_feature_distance_flags_far_points():
     feats = means[labels] + rng.normal(0, 1, (3000, 8))
     val = means[labels[:1000]] + rng.normal(0, 1, (1000, 8))
     ood = fit_ood(feats, labels, val, 3)
-    assert 0.002 <= ood["val_flagged_fraction"] <= 0.01
+    assert 0 < ood["val_flagged_fraction"] <= 0.005
     from core.evaluation.ood import FeatureDistance
     test = FeatureDistance(ood)
     assert not test.unlike_training(means).any() and test.unlike_training(means + 50).all()

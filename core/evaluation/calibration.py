@@ -96,9 +96,9 @@ def fit_referral_threshold(risk, malignant, target: float) -> dict:
     sensitivity and specificity it gives (a lesion is referred when risk >= threshold)."""
     risk, malignant = np.asarray(risk, dtype=np.float64), np.asarray(malignant, dtype=bool)
     positives = np.sort(risk[malignant])[::-1]
-    if not len(positives) or malignant.all():
-        return {"threshold": 0.0, "target_sensitivity": target, "val_sensitivity": float("nan"),
-                "val_specificity": float("nan"), "val_malignant": int(malignant.sum()),
+    if not len(positives) or malignant.all():  # nothing to validate a threshold on: no referral advice
+        return {"threshold": None, "target_sensitivity": target, "val_sensitivity": None,
+                "val_specificity": None, "val_malignant": int(malignant.sum()),
                 "val_benign": int((~malignant).sum())}
     threshold = float(positives[int(np.ceil(target * len(positives))) - 1])
     return {"threshold": threshold, "target_sensitivity": target,
@@ -117,6 +117,7 @@ class Calibration:
     ece_after: float = float("nan")
     val_uncertain_fraction: float = float("nan")
     referral: dict = field(default_factory=dict)  # referral_key(target) -> fit_referral_threshold(...)
+    energy_view: str = "plain"  # the energy threshold was fitted on the unaugmented view's logits
 
     def to_dict(self) -> dict:
         return asdict(self)

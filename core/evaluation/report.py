@@ -71,9 +71,11 @@ def bootstrap_ci(y_true, probs, classes, groups=None, thresholds=None, n_boot: i
     return out
 
 
-def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = True, tta=None) -> dict:
+def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = True, tta=None,
+                 gate_images=None) -> dict:
     """Metrics of `classifier` (calibrated probabilities, in its validation-chosen inference mode unless
-    `tta` says otherwise) on model-size uint8 images with integer labels; `groups`: lesion ids for the CIs."""
+    `tta` says otherwise) on model-size uint8 images with integer labels; `groups`: lesion ids for the CIs;
+    `gate_images`: the same images at the size of the classifier's gate model, if it has one."""
     cfg = classifier.config
     calibration = calibration_for(classifier.calibration, tta)
     use_tta = bool(calibration.get("tta", False))
@@ -85,7 +87,7 @@ def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = 
     report["ece"] = expected_calibration_error(probs, labels)
     report["reliability"] = reliability_bins(probs, labels)
     report["roc"] = roc_points(labels, probs, cfg.classes)
-    points = calibration.get("referral", {})
+    points = {k: p for k, p in calibration.get("referral", {}).items() if p.get("threshold") is not None}
     report["triage"] = {key: {"threshold": p["threshold"], "target_sensitivity": p["target_sensitivity"],
                               "val_sensitivity": p["val_sensitivity"], "val_specificity": p["val_specificity"],
                               **triage_figures(labels, probs, cfg.classes, p["threshold"])}
@@ -93,13 +95,18 @@ def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = 
     refused = np.array([bool(dermoscopy_check(Image.fromarray(np.asarray(im)))) for im in images_uint8])
     if classifier.feature_distance is not None and out.features is not None:
         refused |= classifier.feature_distance.unlike_training(out.features)
+    gate = classifier.gate
+    if gate is not None and gate.feature_distance is not None and gate_images is not None:
+        gate_features = batched_outputs(gate.outputs, gate_images, gate.config.mean, gate.config.std).features
+        refused |= gate.feature_distance.unlike_training(gate_features)
     report["not_dermoscopic_fraction"] = float(refused.mean())  # real images the input gate would refuse
     if with_ci:
         ci = bootstrap_ci(labels, probs, cfg.classes, groups, {k: p["threshold"] for k, p in points.items()})
         for key, figures in ci.pop("triage", {}).items():
             report["triage"][key]["ci95"] = figures
         report["ci95"] = ci
-        report["ci_resamples"] = "lesions" if groups is not None else "images"
+        repeated = groups is not None and len(np.unique(groups)) < len(groups)
+        report["ci_resamples"] = "lesions" if repeated else "images (one per lesion)"
     return report
 
 
@@ -115,4 +122,7 @@ def records_report(classifier, records, indices=None, progress=None, tta=None) -
     images = cached_images(records, classifier.config.img_size, progress=progress)
     labels = np.array([records[i].label for i in indices])
     lesions = np.array([records[i].lesion_id for i in indices])
-    return split_report(classifier, images[indices], labels, groups=lesions, tta=tta)
+    gate_images = None
+    if classifier.gate is not None:
+        gate_images = cached_images(records, classifier.gate.config.img_size)[indices]
+    return split_report(classifier, images[indices], labels, groups=lesions, tta=tta, gate_images=gate_images)

@@ -80,14 +80,15 @@ class HybridNet(nn.Module):
         return self.forward(x).logits
 
     def logits_and_features(self, x):
-        """(final logits, fused feature): the inference and export path; the feature feeds the
-        out-of-distribution test."""
+        """(final logits, last stage's pooled feature): the inference and export path; the feature feeds the
+        out-of-distribution test (it separated non-lesion images from real ones far better than the fused
+        feature, see core.evaluation.ood)."""
         out = self.forward(x)
-        return out.logits, out.fused_feature
+        return out.logits, out.stage_features[-1]
 
 
 class LogitsAndFeatures(nn.Module):
-    """Wraps a hybrid model so that module(x) returns (logits, fused feature): what ONNX export keeps."""
+    """Wraps a hybrid model so that module(x) returns (logits, last stage's feature): what ONNX export keeps."""
 
     def __init__(self, model: HybridNet):
         super().__init__()

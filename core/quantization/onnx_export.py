@@ -7,10 +7,13 @@ kernels take), calibrated on training-split images. The model config and metadat
 ONNX file's metadata_props, so the .onnx file is self-describing like a .pt checkpoint.
 """
 
+import copy
 import json
 import logging
 import os
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -111,11 +114,6 @@ class ImageCalibrationReader:
         self.pos = 0
 
 
-# Only convolutions run in int8: the exits, the stage fusion and the classifier (Gemm/MatMul on pooled
-# features, a small share of the compute) stay fp32, where int8 rounding moved the student's decisions.
-QUANTIZED_OPS = ["Conv"]
-
-
 def quantize_int8(fp32_path, out_path, calibration_images, config: ModelConfig, meta=None) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX model; returns out_path."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -130,8 +128,8 @@ def quantize_int8(fp32_path, out_path, calibration_images, config: ModelConfig, 
         input_name = onnx.load(str(prepped)).graph.input[0].name
         reader = ImageCalibrationReader(calibration_images, config, input_name)
         quantize_static(str(prepped), str(out_path), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
     compact_names(out_path)
     set_metadata(out_path, config, meta or {})
     return Path(out_path)
@@ -170,12 +168,17 @@ def ort_session(path, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+_EXPORT_LOCK = threading.Lock()
+
+
 def cached_fp32_export(model, config: ModelConfig, sha256: str, root) -> Path:
-    """fp32 ONNX twin of a checkpoint (identified by its sha256), exported once into `root` and reused."""
+    """fp32 ONNX twin of a checkpoint (identified by its sha256), exported once into `root` and reused. One export
+    at a time per process, from a copy of the model (it may be serving predictions meanwhile)."""
     path = Path(root) / f"{sha256[:32]}.onnx"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.onnx")
-        export_onnx(model, config, tmp)
-        os.replace(tmp, path)
+    with _EXPORT_LOCK:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}.onnx")
+            export_onnx(copy.deepcopy(model).eval(), config, tmp)
+            os.replace(tmp, path)
     return path
