@@ -29,7 +29,7 @@ class ModelWorkPool:
     def __init__(self, workers: int = None, cache_bytes: int = 256 * 2**20, threads_per_worker: int = 1):
         self.workers = workers or os.cpu_count() or 1
         torch.set_num_threads(threads_per_worker)  # once, for the whole process
-        self._queue = queue.PriorityQueue()  # (priority, arrival, future, key, fn, args, kwargs)
+        self._queue = queue.PriorityQueue()  # (priority, arrival, future, key, keep, fn, args, kwargs)
         self._arrival = itertools.count()
         for i in range(self.workers):
             threading.Thread(target=self._work, name=f"model-work-{i}", daemon=True).start()
@@ -39,9 +39,10 @@ class ModelWorkPool:
         self.cache_bytes, self._cached_bytes = cache_bytes, 0
         self.hits = self.computed = self.cancelled = 0
 
-    def submit(self, key, fn, *args, priority: int = 1, **kwargs) -> Future:
+    def submit(self, key, fn, *args, priority: int = 1, keep: bool = True, **kwargs) -> Future:
         """A future of fn(*args, **kwargs), shared with any identical request (same key); queued jobs run in
-        order of `priority` (lower first), then of arrival."""
+        order of `priority` (lower first), then of arrival. `keep=False`: the result is not kept in the shared
+        cache (a user's private upload)."""
         with self._lock:
             if key in self._done:
                 self._done.move_to_end(key)
@@ -54,21 +55,21 @@ class ModelWorkPool:
                 self._running[key] = (future, waiters + 1)
                 return future
             future = Future()
-            self._queue.put((priority, next(self._arrival), future, key, fn, args, kwargs))
+            self._queue.put((priority, next(self._arrival), future, key, keep, fn, args, kwargs))
             self._running[key] = (future, 1)
             return future
 
     def _work(self):
         while True:
-            _, _, future, key, fn, args, kwargs = self._queue.get()
+            _, _, future, key, keep, fn, args, kwargs = self._queue.get()
             if not future.set_running_or_notify_cancel():  # released before it started
                 continue
             try:
-                future.set_result(self._run(key, fn, args, kwargs))
+                future.set_result(self._run(key, keep, fn, args, kwargs))
             except BaseException as exc:
                 future.set_exception(exc)
 
-    def _run(self, key, fn, args, kwargs):
+    def _run(self, key, keep, fn, args, kwargs):
         try:
             result = fn(*args, **kwargs)
         except BaseException:
@@ -77,10 +78,12 @@ class ModelWorkPool:
             raise
         with self._lock:
             self._running.pop(key, None)
+            self.computed += 1
+            if not keep:
+                return result
             size = result_bytes(result)
             self._done[key] = (result, size)
             self._cached_bytes += size
-            self.computed += 1
             while self._cached_bytes > self.cache_bytes and len(self._done) > 1:
                 self._cached_bytes -= self._done.popitem(last=False)[1][1]
         return result

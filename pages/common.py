@@ -133,14 +133,15 @@ def _with_ci(value, ci) -> str:
     return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{value:.3f}"
 
 
-def held_out_table(models: dict, target: float):
-    """Per model and held-out set: summary metrics and the referral flag's sensitivity / specificity at the
-    model's threshold for `target`, with bootstrap 95% intervals, and the share of real images refused."""
+def held_out_table(models: dict, target: float, sets: dict = None):
+    """Per model and labelled set (`sets`: key in each model's entry -> label; default the held-out sets): summary
+    metrics and the referral flag's sensitivity / specificity at the model's threshold for `target`, with
+    bootstrap 95% intervals, and the share of real images refused."""
     import pandas as pd
 
     rows = []
     for name, entry in models.items():
-        for split, split_label in HELD_OUT.items():
+        for split, split_label in (sets or HELD_OUT).items():
             report = entry.get(split)
             if not report:
                 continue

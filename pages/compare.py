@@ -1,7 +1,9 @@
 """Compare models: held-out metrics from the manifest, live latency, plots, ablation, one image through all three."""
 
+import hashlib
 import time
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -9,11 +11,16 @@ import streamlit as st
 
 from core.bench import run_bench
 from core.classes import CLASSES, FULL_NAMES
+from core.distillation.stages import STAGES
 from core.models.loader import SHIPPED, read_manifest
+from core.data.labelled_upload import UploadError
+from core.evaluation.clinic import decode_upload, predictions_csv, report_on
 from core.predict import referral_target
 from pages.common import (UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer, explanation_for,
-                          gallery_items, get_model, guarded, held_out_table, weights_version, work_pool)
+                          gallery_items, get_model, guarded, held_out_table, weights_version, work_pool,
+                          HELD_OUT)
 
+STUDENT_STAGES = [name for name, stage in STAGES.items() if stage.role == "student"]
 SUMMARY = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
 
@@ -46,11 +53,14 @@ def charts(models, latency):
                              hover_data=["accuracy"], size_max=60, log_x=True)
             st.plotly_chart(fig, width="stretch")
     with tabs[1]:
+        normalised = st.toggle("Row-normalised (recall per true class)", key="cm-normalised")
         cols = st.columns(len(models))
         for col, (name, m) in zip(cols, models.items()):
-            cm = m["test"]["confusion_matrix"]
-            fig = px.imshow(cm, x=CLASSES, y=CLASSES, text_auto=True, color_continuous_scale="Blues",
-                            labels=dict(x="predicted", y="true"), title=name)
+            cm = np.asarray(m["test"]["confusion_matrix"], dtype=float)
+            if normalised:
+                cm = np.divide(cm, cm.sum(axis=1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(axis=1) > 0)
+            fig = px.imshow(cm, x=CLASSES, y=CLASSES, text_auto=".2f" if normalised else True,
+                            color_continuous_scale="Blues", labels=dict(x="predicted", y="true"), title=name)
             fig.update_layout(coloraxis_showscale=False, margin=dict(l=10, r=10, t=40, b=10))
             col.plotly_chart(fig, width="stretch")
     with tabs[2]:
@@ -58,10 +68,14 @@ def charts(models, latency):
                            for n, m in models.items() for c in CLASSES])
         st.plotly_chart(px.bar(df, x="class", y="recall", color="model", barmode="group"), width="stretch")
     with tabs[3]:
-        name = st.selectbox("Model", list(models), key="roc-model")
+        c = st.selectbox("Class (one-vs-rest)", CLASSES, index=CLASSES.index("mel"), key="roc-class",
+                         format_func=lambda k: f"{FULL_NAMES[k]} ({k})")
         fig = go.Figure()
-        for c, curve in models[name]["test"].get("roc", {}).items():
-            fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=f"{c} ({FULL_NAMES[c]})"))
+        for name, m in models.items():
+            curve = m["test"].get("roc", {}).get(c)
+            if curve:
+                fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
+                                         name=f"{name} (AUC ≈ {np.trapezoid(curve['tpr'], curve['fpr']):.3f})"))
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="grey"), name="chance"))
         fig.update_layout(xaxis_title="false positive rate", yaxis_title="true positive rate", height=450)
         st.plotly_chart(fig, width="stretch")
@@ -78,6 +92,9 @@ def ablation(manifest):
                         "latency p50 (ms)": round(r["latency_ms_p50"], 2) if "latency_ms_p50" in r else None}
                        for r in rows])
     st.dataframe(df, hide_index=True, width="stretch")
+    missing = [s for s in STUDENT_STAGES if s not in {r["stage"] for r in rows}]
+    if missing:
+        st.caption(f"Not re-run for this release: {', '.join(missing)} (no row).")
     st.caption(f"Latency from one benchmark run at release: `{manifest.get('bench', {}).get('command', '')}`")
 
 
@@ -85,9 +102,15 @@ def side_by_side():
     st.markdown("### One image through all three models")
     gallery = gallery_items()
     upload = st.file_uploader("Image", type=UPLOAD_TYPES, key="compare-upload")
-    choice = st.selectbox("…or a sample", [g[0] for g in gallery], key="compare-sample")
-    name, data = (upload.name, upload.getvalue()) if upload else (choice, dict(gallery)[choice].read_bytes())
+    if upload:
+        name, data = upload.name, upload.getvalue()
+    else:
+        choice = st.selectbox("…or a sample (HAM10000 test split)", [g[0] for g in gallery], key="compare-sample")
+        name, data = choice, dict(gallery)[choice].read_bytes()
     data_credit()
+    if not st.toggle("Run it through all three models (predictions, then Grad-CAM and Score-CAM; the teacher's "
+                     "maps take several seconds)", key="compare-run"):
+        return
     cols = st.columns(3)
     labels = {}
     for col, model_name in zip(cols, SHIPPED):
@@ -121,6 +144,113 @@ def side_by_side():
             st.warning("The models disagree: " + ", ".join(f"{m}: {c}" for m, c in labels.items()))
 
 
+def upload_digest(upload: dict) -> str:
+    h = hashlib.sha256(upload.get("zip_bytes") or upload.get("csv_bytes"))
+    for name, data in upload.get("images", []):
+        h.update(name.encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def your_images(models):
+    """A researcher's or clinic's own labelled set, evaluated by every shipped model beside the held-out sets."""
+    st.markdown("### Your images")
+    st.caption("Upload a labelled set: a zip of images with one CSV (`image_id,dx`, optional `lesion_id`), or a CSV "
+               "and the image files. It is checked before any work; nothing of it is kept on the server after the "
+               "evaluation (images are unpacked into a private temporary folder and deleted once decoded).")
+    shape = st.radio("Upload as", ["zip", "CSV + image files"], horizontal=True, key="yours-shape")
+    if shape == "zip":
+        archive = st.file_uploader("Zip of images and a CSV", type=["zip"], key="yours-zip")
+        upload = {"zip_bytes": archive.getvalue()} if archive else None
+    else:
+        labels = st.file_uploader("CSV (image_id, dx[, lesion_id])", type=["csv"], key="yours-csv")
+        files = st.file_uploader("Images", type=UPLOAD_TYPES, accept_multiple_files=True, key="yours-images")
+        upload = ({"csv_bytes": labels.getvalue(), "images": [(f.name, f.getvalue()) for f in files]}
+                  if labels and files else None)
+    if not upload or not st.button("Check and evaluate", key="yours-go"):
+        results = st.session_state.get("yours-results")
+        if results:
+            show_your_results(*results, models)
+        return
+    classifiers = {}
+    for name in SHIPPED:
+        classifier, error = get_model(name)
+        if error:
+            st.error(error)
+            return
+        classifiers[name] = classifier
+    sizes = {c.config.img_size for c in classifiers.values()} | {c.gate.config.img_size for c in classifiers.values()
+                                                                  if c.gate is not None}
+    bar = st.progress(0.0, text="Checking and decoding the images ...")
+    job = ("decode-upload", upload_digest(upload), tuple(sorted(sizes)))
+    try:
+        decoded = await_result(job, work_pool().submit(job, decode_upload, sizes, keep=False, **upload))
+    except UploadError as exc:
+        bar.empty()
+        st.error("This upload cannot be evaluated:\n" + "\n".join(f"- {p}" for p in exc.problems))
+        return
+    reports = {}
+    for i, (name, classifier) in enumerate(classifiers.items()):
+        bar.progress(0.1 + 0.9 * i / len(classifiers), text=f"Evaluating {name} on {len(decoded.image_ids)} images ...")
+        key = ("clinic-report", job[1], classifier.sha256)
+        reports[name] = await_result(key, work_pool().submit(key, report_on, classifier, decoded, priority=2,
+                                                             keep=False))
+    bar.progress(1.0, text="Done")
+    decoded.images = {}  # the session keeps the figures, not the pixels
+    st.session_state["yours-results"] = (decoded, reports)
+    show_your_results(decoded, reports, models)
+
+
+def show_your_results(decoded, reports, models):
+    target = referral_target()
+    n = len(decoded.image_ids)
+    st.success(f"{n} images evaluated: " + ", ".join(f"{c} {k}" for c, k in decoded.class_counts.items()))
+    for warning in decoded.warnings:
+        st.warning(warning)
+    combined = {name: {**models.get(name, {}), "yours": report} for name, report in reports.items()}
+    st.dataframe(held_out_table(combined, target, sets={"yours": "your images", **HELD_OUT}),
+                 hide_index=True, width="stretch")
+    st.caption("95% bootstrap intervals (your images: lesions resampled where the CSV has lesion_id, else images). "
+               "The same figures come from `python -m core.evaluate --model NAME --images DIR --labels CSV`.")
+    tabs = st.tabs(["Per-class recall", "Confusion matrices", "ROC curves", "Reliability"])
+    with tabs[0]:
+        df = pd.DataFrame([{"model": name, "class": c, "recall": r["per_class"][c]["recall"]}
+                           for name, r in reports.items() for c in decoded.class_counts])
+        st.plotly_chart(px.bar(df, x="class", y="recall", color="model", barmode="group"), width="stretch")
+    with tabs[1]:
+        normalised = st.toggle("Row-normalised", key="yours-cm-normalised")
+        for col, (name, r) in zip(st.columns(len(reports)), reports.items()):
+            cm = np.asarray(r["confusion_matrix"], dtype=float)
+            if normalised:
+                cm = np.divide(cm, cm.sum(axis=1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(axis=1) > 0)
+            fig = px.imshow(cm, x=CLASSES, y=CLASSES, text_auto=".2f" if normalised else True,
+                            color_continuous_scale="Blues", labels=dict(x="predicted", y="true"), title=name)
+            fig.update_layout(coloraxis_showscale=False, margin=dict(l=10, r=10, t=40, b=10))
+            col.plotly_chart(fig, width="stretch")
+    with tabs[2]:
+        c = st.selectbox("Class (one-vs-rest)", list(decoded.class_counts), key="yours-roc-class")
+        fig = go.Figure()
+        for name, r in reports.items():
+            curve = r["roc"].get(c)
+            if curve:
+                fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
+                                         name=f"{name} (AUC ≈ {np.trapezoid(curve['tpr'], curve['fpr']):.3f})"))
+        fig.update_layout(xaxis_title="false positive rate", yaxis_title="true positive rate", height=420)
+        st.plotly_chart(fig, width="stretch")
+    with tabs[3]:
+        fig = go.Figure()
+        for name, r in reports.items():
+            bins = r["reliability"]
+            fig.add_trace(go.Scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins],
+                                     mode="lines+markers", name=f"{name} (ECE {r['ece']:.3f})"))
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="grey"),
+                                 name="perfect calibration"))
+        fig.update_layout(xaxis_title="calibrated confidence (top class)", yaxis_title="accuracy", height=420)
+        st.plotly_chart(fig, width="stretch")
+    st.download_button("Download per-image predictions (CSV)", predictions_csv(decoded, reports, target),
+                       file_name="dermadistill-your-images.csv", mime="text/csv", key="yours-csv-download")
+
+
 def render():
     st.title("Compare models")
     disclaimer()
@@ -151,6 +281,7 @@ def render():
                "validation. From `python -m core.release --recalibrate`, stored in weights/manifest.json.")
     charts(models, latency)
     ablation(manifest)
+    your_images(models)
     side_by_side()
 
 

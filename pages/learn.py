@@ -49,7 +49,7 @@ def maps_for(classifier, key, image, target, mask, opacity):
 
 def reveal(case, key, image, prediction, answer, quiz_set, classifier, presenter):
     st.markdown(f"### Ground truth: {label(case.dx)}")
-    st.caption(f"Confirmed by {case.confirmation}. Age {case.age or 'unknown'}, {case.sex or 'sex unknown'}, "
+    st.caption(f"Confirmed by {case.confirmation}. Age {case.age_text}, {case.sex or 'sex unknown'}, "
                f"{case.localization or 'site unknown'}.")
     scored_truth, scored_learner, scored_model = answer.scored(quiz_set)
     (st.success if scored_truth == scored_learner else st.error)(
@@ -138,7 +138,7 @@ def render():
             st.image(image, caption=f"{case.case_id}", width="stretch")
     with right:
         if st.toggle("Show patient details", key=f"meta-{case.case_id}"):
-            st.caption(f"Age {case.age or 'unknown'}, {case.sex or 'sex unknown'}, site: {case.localization or 'unknown'}.")
+            st.caption(f"Age {case.age_text}, {case.sex or 'sex unknown'}, site: {case.localization or 'unknown'}.")
         if not state["revealed"]:
             diagnosis = st.radio("Your diagnosis", quiz_set.classes, index=None, format_func=label,
                                  key=f"dx-{set_name}-{seed}-{case.case_id}")

@@ -11,6 +11,7 @@ from core.auth import ENV_VAR, LoginThrottle, configured_password, password_matc
 from core.data.ham10000 import DatasetError
 from core.distillation.stages import STAGES
 from core.models.checkpoint import CheckpointError
+from core.models.loader import read_manifest
 from core.paths import PROJECT_ROOT
 from core.promotion import (PromotionError, active_summary, candidate_external, has_previous, promote, rollback,
                             run_summary)
@@ -79,9 +80,14 @@ def data_folder_choice() -> str:
 
 def start_form():
     st.markdown("### Start a training run")
+    teacher = read_manifest().get("models", {}).get("teacher", {})
+    st.caption("Stages: " + "; ".join(f"**{name}** {s.description}" for name, s in STAGES.items()) + ". "
+               f"Distillation stages learn from the shipped teacher (`weights/teacher.pt`, file "
+               f"`{teacher.get('sha256', '?')[:12]}`, {teacher.get('arch', '')} at {teacher.get('input_size', '?')} px).")
     with st.form("train"):
         c = st.columns(4)
-        stage = c[0].selectbox("Stage", list(STAGES), index=list(STAGES).index("mskd_lf"))
+        stage = c[0].selectbox("Stage", list(STAGES), index=list(STAGES).index("mskd_lf"),
+                               format_func=lambda s: f"{s} — {STAGES[s].description}")
         epochs = c[1].number_input("Epochs", value=2, step=1)
         batch_size = c[2].number_input("Batch size", value=32, step=8)
         lr = c[3].number_input("Learning rate", value=1e-3, format="%.4f", step=1e-4)
@@ -247,10 +253,15 @@ def promotion_form(promotable):
                 st.error(f"Promotion failed, active models unchanged: {exc}")
 
 
+def log_out():
+    st.session_state["admin"] = False
+
+
 def render():
     st.title("Train (admin)")
     if not auth_gate():
         return
+    st.button("Log out", on_click=log_out)
     start_form()
     monitor()
     past_runs()

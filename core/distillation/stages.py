@@ -22,16 +22,23 @@ class Stage:
     exit_kd: bool = False
     feature_kd: bool = False
     logit_kd: bool = False
+    description: str = ""  # one line for the Train page
 
 
 STAGES = {
     s.name: s
     for s in (
-        Stage("teacher", "teacher", needs_teacher=False),
-        Stage("student", "student", needs_teacher=False),
-        Stage("kd", "student", needs_teacher=True, logit_kd=True),
-        Stage("mskd", "student", needs_teacher=True, exit_kd=True, logit_kd=True),
-        Stage("mskd_lf", "student", needs_teacher=True, exit_kd=True, feature_kd=True, logit_kd=True),
+        Stage("teacher", "teacher", needs_teacher=False,
+              description="trains the large teacher, with a classifier on every stage (no distillation)"),
+        Stage("student", "student", needs_teacher=False,
+              description="trains the small student alone: the no-teacher baseline"),
+        Stage("kd", "student", needs_teacher=True, logit_kd=True,
+              description="student learns from the teacher's final answers (single-stage knowledge distillation)"),
+        Stage("mskd", "student", needs_teacher=True, exit_kd=True, logit_kd=True,
+              description="student learns from the teacher's answers at every stage (multi-stage distillation)"),
+        Stage("mskd_lf", "student", needs_teacher=True, exit_kd=True, feature_kd=True, logit_kd=True,
+              description="multi-stage distillation plus the teacher's stage features, with layer fusion (the "
+                          "shipped recipe)"),
     )
 }
 

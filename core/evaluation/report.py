@@ -72,10 +72,11 @@ def bootstrap_ci(y_true, probs, classes, groups=None, thresholds=None, n_boot: i
 
 
 def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = True, tta=None,
-                 gate_images=None) -> dict:
+                 gate_images=None, keep_predictions: bool = False) -> dict:
     """Metrics of `classifier` (calibrated probabilities, in its validation-chosen inference mode unless
     `tta` says otherwise) on model-size uint8 images with integer labels; `groups`: lesion ids for the CIs;
-    `gate_images`: the same images at the size of the classifier's gate model, if it has one."""
+    `gate_images`: the same images at the size of the classifier's gate model, if it has one;
+    `keep_predictions`: also return the per-image probabilities."""
     cfg = classifier.config
     calibration = calibration_for(classifier.calibration, tta)
     use_tta = bool(calibration.get("tta", False))
@@ -100,6 +101,10 @@ def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = 
         gate_features = batched_outputs(gate.outputs, gate_images, gate.config.mean, gate.config.std).features
         refused |= gate.feature_distance.unlike_training(gate_features)
     report["not_dermoscopic_fraction"] = float(refused.mean())  # real images the input gate would refuse
+    if keep_predictions:  # per image, in input order: calibrated probabilities, risk, refusal
+        report["predictions"] = {"probabilities": probs.round(6).tolist(),
+                                 "malignancy_risk": malignancy_risk(probs, cfg.classes).round(6).tolist(),
+                                 "not_dermoscopic": refused.tolist()}
     if with_ci:
         ci = bootstrap_ci(labels, probs, cfg.classes, groups, {k: p["threshold"] for k, p in points.items()})
         for key, figures in ci.pop("triage", {}).items():

@@ -41,6 +41,14 @@ class Case:
     localization: str
 
     @property
+    def age_text(self) -> str:
+        """The age as HAM10000 gives it in whole years ("75", not "75.0"), or "unknown"."""
+        try:
+            return f"{float(self.age):.0f}"
+        except ValueError:
+            return "unknown"
+
+    @property
     def confirmation(self) -> str:
         return CONFIRMATION.get(self.dx_type, self.dx_type)
 
