@@ -52,33 +52,48 @@ def charts(models, latency):
             fig = px.scatter(df, x="latency p50 (ms)", y="balanced accuracy", size="file size (KB)", color="model",
                              hover_data=["accuracy"], size_max=60, log_x=True)
             st.plotly_chart(fig, width="stretch")
+    reports = {name: m["test"] for name, m in models.items()}
     with tabs[1]:
-        normalised = st.toggle("Row-normalised (recall per true class)", key="cm-normalised")
-        cols = st.columns(len(models))
-        for col, (name, m) in zip(cols, models.items()):
-            cm = np.asarray(m["test"]["confusion_matrix"], dtype=float)
-            if normalised:
-                cm = np.divide(cm, cm.sum(axis=1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(axis=1) > 0)
-            fig = px.imshow(cm, x=CLASSES, y=CLASSES, text_auto=".2f" if normalised else True,
-                            color_continuous_scale="Blues", labels=dict(x="predicted", y="true"), title=name)
-            fig.update_layout(coloraxis_showscale=False, margin=dict(l=10, r=10, t=40, b=10))
-            col.plotly_chart(fig, width="stretch")
+        confusion_matrices(reports, "cm")
     with tabs[2]:
-        df = pd.DataFrame([{"model": n, "class": c, "recall": m["test"]["per_class"][c]["recall"]}
-                           for n, m in models.items() for c in CLASSES])
-        st.plotly_chart(px.bar(df, x="class", y="recall", color="model", barmode="group"), width="stretch")
+        recall_chart(reports, CLASSES)
     with tabs[3]:
-        c = st.selectbox("Class (one-vs-rest)", CLASSES, index=CLASSES.index("mel"), key="roc-class",
-                         format_func=lambda k: f"{FULL_NAMES[k]} ({k})")
-        fig = go.Figure()
-        for name, m in models.items():
-            curve = m["test"].get("roc", {}).get(c)
-            if curve:
-                fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
-                                         name=f"{name} (AUC ≈ {np.trapezoid(curve['tpr'], curve['fpr']):.3f})"))
-        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="grey"), name="chance"))
-        fig.update_layout(xaxis_title="false positive rate", yaxis_title="true positive rate", height=450)
-        st.plotly_chart(fig, width="stretch")
+        roc_chart(reports, CLASSES, "roc")
+
+
+def confusion_matrices(reports: dict, key: str):
+    """One confusion matrix per model report, counts or row-normalised (recall per true class)."""
+    normalised = st.toggle("Row-normalised (recall per true class)", key=f"{key}-normalised")
+    for col, (name, r) in zip(st.columns(len(reports)), reports.items()):
+        cm = np.asarray(r["confusion_matrix"], dtype=float)
+        if normalised:
+            cm = np.divide(cm, cm.sum(axis=1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(axis=1) > 0)
+        fig = px.imshow(cm, x=CLASSES, y=CLASSES, text_auto=".2f" if normalised else True,
+                        color_continuous_scale="Blues", labels=dict(x="predicted", y="true"), title=name)
+        fig.update_layout(coloraxis_showscale=False, margin=dict(l=10, r=10, t=40, b=10))
+        col.plotly_chart(fig, width="stretch")
+
+
+def recall_chart(reports: dict, classes):
+    df = pd.DataFrame([{"model": name, "class": c, "recall": r["per_class"][c]["recall"]}
+                       for name, r in reports.items() for c in classes])
+    st.plotly_chart(px.bar(df, x="class", y="recall", color="model", barmode="group"), width="stretch")
+
+
+def roc_chart(reports: dict, classes, key: str):
+    """One-vs-rest ROC of one class for every model, the area under each plotted curve in the legend."""
+    classes = list(classes)
+    c = st.selectbox("Class (one-vs-rest)", classes, index=classes.index("mel") if "mel" in classes else 0,
+                     key=f"{key}-class", format_func=lambda k: f"{FULL_NAMES[k]} ({k})")
+    fig = go.Figure()
+    for name, r in reports.items():
+        curve = r.get("roc", {}).get(c)
+        if curve:
+            fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
+                                     name=f"{name} (AUC ≈ {np.trapezoid(curve['tpr'], curve['fpr']):.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="grey"), name="chance"))
+    fig.update_layout(xaxis_title="false positive rate", yaxis_title="true positive rate", height=450)
+    st.plotly_chart(fig, width="stretch")
 
 
 def ablation(manifest):
@@ -214,29 +229,11 @@ def show_your_results(decoded, reports, models):
                "The same figures come from `python -m core.evaluate --model NAME --images DIR --labels CSV`.")
     tabs = st.tabs(["Per-class recall", "Confusion matrices", "ROC curves", "Reliability"])
     with tabs[0]:
-        df = pd.DataFrame([{"model": name, "class": c, "recall": r["per_class"][c]["recall"]}
-                           for name, r in reports.items() for c in decoded.class_counts])
-        st.plotly_chart(px.bar(df, x="class", y="recall", color="model", barmode="group"), width="stretch")
+        recall_chart(reports, list(decoded.class_counts))
     with tabs[1]:
-        normalised = st.toggle("Row-normalised", key="yours-cm-normalised")
-        for col, (name, r) in zip(st.columns(len(reports)), reports.items()):
-            cm = np.asarray(r["confusion_matrix"], dtype=float)
-            if normalised:
-                cm = np.divide(cm, cm.sum(axis=1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(axis=1) > 0)
-            fig = px.imshow(cm, x=CLASSES, y=CLASSES, text_auto=".2f" if normalised else True,
-                            color_continuous_scale="Blues", labels=dict(x="predicted", y="true"), title=name)
-            fig.update_layout(coloraxis_showscale=False, margin=dict(l=10, r=10, t=40, b=10))
-            col.plotly_chart(fig, width="stretch")
+        confusion_matrices(reports, "yours-cm")
     with tabs[2]:
-        c = st.selectbox("Class (one-vs-rest)", list(decoded.class_counts), key="yours-roc-class")
-        fig = go.Figure()
-        for name, r in reports.items():
-            curve = r["roc"].get(c)
-            if curve:
-                fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
-                                         name=f"{name} (AUC ≈ {np.trapezoid(curve['tpr'], curve['fpr']):.3f})"))
-        fig.update_layout(xaxis_title="false positive rate", yaxis_title="true positive rate", height=420)
-        st.plotly_chart(fig, width="stretch")
+        roc_chart(reports, list(decoded.class_counts), "yours-roc")
     with tabs[3]:
         fig = go.Figure()
         for name, r in reports.items():

@@ -78,8 +78,12 @@ def test_sample_gallery(weights):
 
 
 def test_compare_page(weights):
+    from pages.common import work_pool
+
+    computed = work_pool().stats()["computed"]
     at = app("pages/compare.py")
     assert not at.error
+    assert work_pool().stats()["computed"] == computed  # a fresh visit runs no model until asked
     assert count(at, "dataframe") >= 1
     assert count(at, "plotly_chart") >= 3
     assert "held-out" in texts(at)
@@ -150,9 +154,15 @@ def test_train_start_progress_complete_promote_and_rollback(weights, monkeypatch
     if active_job():
         assert refused and "mskd_lf-" in refused[0]
     wait_for_run(at)
-    assert "Test split: accuracy" in texts(at)
+    assert "demo run" in texts(at) and "Test split" not in texts(at)  # the fixture is not the full data set
     assert count(at, "plotly_chart") >= 2
     before = sha256_file(weights / "student.pt")
+    next(b for b in at.button if b.label == "Promote to active model").click()
+    at.run()
+    assert any("Not promoted" in e.value and "confirmation" in e.value for e in at.error)
+    assert sha256_file(weights / "student.pt") == before
+    at.text_input(key="promote-reason").set_value("demo of the promotion flow")
+    at.checkbox(key="promote-confirm").check()
     next(b for b in at.button if b.label == "Promote to active model").click()
     at.run()
     assert not at.exception and not at.error
