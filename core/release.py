@@ -26,6 +26,7 @@ from core.data.cache import cached_images
 from core.data.ham10000 import load_ham10000
 from core.data.split import load_split, recompute_split, split_fingerprint, split_indices
 from core.evaluation.inference import fit_model_calibration
+from core.explain.chosen import carry_over
 from core.evaluation.report import SUMMARY
 from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from core.models.loader import GATES, load_model, read_manifest
@@ -172,6 +173,9 @@ def main(argv=None) -> int:
                          "command": entry["command"]})
         manifest["ablation"] = rows + shipped_rows(models, lat)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if a.recalibrate:  # same weights: the explanation settings searched for the old files still apply
+        for name in sources:
+            carry_over(old["models"][name]["sha256"], models[name]["sha256"], f"re-calibrated by {source}")
     print(json.dumps({name: {split: {k: round(m[split][k], 4) for k in SUMMARY}
                              for split in ("test", "external") if split in m} for name, m in models.items()}, indent=1))
     return 0

@@ -60,3 +60,14 @@ def record_chosen(sha256: str, settings: dict, provenance: dict) -> None:
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(table, indent=1) + "\n")
         os.replace(tmp, path)
+
+
+def carry_over(old_sha256: str, new_sha256: str, note: str) -> None:
+    """A model file rewritten with the same weights (re-calibrated): the explanation settings chosen for the old
+    file hold for the new one; their provenance says so."""
+    old = read_chosen().get(old_sha256)
+    if not old or old_sha256 == new_sha256:
+        return
+    for method, chosen in old.items():
+        record_chosen(new_sha256, {method: chosen["settings"]},
+                      {**chosen["provenance"], "carried_over": f"{note} (from file {old_sha256[:12]})"})
