@@ -41,9 +41,8 @@ def headline(prediction, shown_on_request: bool = False):
     elif prediction.uncertain:
         st.warning(f"**Uncertain** — no confident answer. Most likely: {prediction.full_name} "
                    f"({prediction.confidence:.0%}).\n\n" + "\n".join(f"- {r}" for r in prediction.reasons))
-    else:
-        st.markdown(f"#### {prediction.full_name} ({prediction.label}) — {prediction.confidence:.0%} calibrated "
-                    "confidence")
+    else:  # neutral blue: a class answer, not a reassurance (the referral line below says what it means)
+        st.info(f"**{prediction.full_name}** ({prediction.label}) — {prediction.confidence:.0%} calibrated confidence")
     referral_line(prediction)
     for w in prediction.warnings:
         st.info(w)

@@ -59,6 +59,10 @@ def reveal(case, key, image, prediction, answer, quiz_set, classifier, presenter
     st.markdown(f"**Model ({MODEL})**: {label(answer.model)} — "
                 + ("agrees with the ground truth." if scored_model == scored_truth else "disagrees with the ground truth.")
                 + (" *Uncertain: " + "; ".join(prediction.reasons) + "*" if prediction.uncertain else ""))
+    if not prediction.dermoscopic:
+        st.warning("The model refused this real lesion image as unlike its training images (its input gate's "
+                   "false alarm, about 3 in 1,000 real images): in the clinic it would give no answer. Its output "
+                   "is shown here for teaching only.")
     referral_line(prediction)
     top = pd.DataFrame([{"Class": label(c), "Calibrated probability": f"{p:.1%}"} for c, p in prediction.top(3)])
     st.dataframe(top, hide_index=True, width="stretch")

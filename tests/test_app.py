@@ -48,7 +48,7 @@ def test_diagnose_upload_shows_class_chart_and_three_overlays(weights):
     at.file_uploader[0].set_value([(IMAGE.name, IMAGE.read_bytes(), "image/jpeg")])
     at.run()
     assert not at.exception
-    headline = " ".join(e.value for e in list(at.markdown) + list(at.warning) + list(at.error))
+    headline = " ".join(e.value for e in list(at.info) + list(at.warning) + list(at.error))
     assert any(name in headline for name in FULL_NAMES.values())
     assert not [e.value for e in at.error if not e.value.startswith("Refer:")]  # only a referral may be red
     assert count(at, "plotly_chart") == 1
