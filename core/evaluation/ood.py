@@ -19,12 +19,12 @@ DEFAULT_PERCENTILE = 99.9
 NOT_DERMOSCOPIC = "does not look like a dermoscopic image of a skin lesion"
 # Colour-statistic limits set below what real dermoscopic images show, on 64 x 64 copies (all 10,015 HAM10000
 # images / the 504 external validation images): smallest channel std min 1.43 / 3.91; texture min 1.98 / 2.64;
-# mean chroma min 5.19 / 13.42; skin-toned fraction 0.1st percentile 0.12 / 0.36. Every one of those images
+# mean chroma min 5.19 / 13.42; skin-toned fraction min 0.01 / 0.26. Every one of those images
 # passes (tests/test_safety.py::test_dermoscopy_check_passes_real_images, with the full data).
 MIN_CHANNEL_STD = 1.0  # per channel, 0-255 scale
 MIN_TEXTURE = 1.0  # mean absolute Laplacian of the luminance
 MIN_CHROMA = 4.0  # mean of max(R, G, B) - min(R, G, B): dermoscopy is a colour image, never greyscale
-MIN_SKIN_TONED = 0.25  # pixels whose red channel is not below green and blue
+MIN_SKIN_TONED = 0.005  # pixels whose red channel is not below green and blue (sky, foliage have none)
 
 
 def _encode(array) -> dict:
@@ -86,7 +86,7 @@ def dermoscopy_check(image) -> list:
 
     Cheap colour statistics every real dermoscopic image in our data sets passes: each colour channel varies,
     the luminance has texture (not a smooth gradient), the image has colour (not greyscale: text, scans,
-    x-rays), and a quarter or more of the pixels are skin-toned (red channel not below blue and green).
+    x-rays), and some pixels are skin-toned (red channel not below blue and green).
     Rejects blank and solid-colour images, gradients, greyscale images, sky, foliage and the like.
     """
     arr = np.asarray(image.convert("RGB").resize((64, 64), resample=2), dtype=np.float32)
