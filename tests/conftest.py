@@ -17,7 +17,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "ham10000_tiny"
-SHARED = ROOT.parent / "shared" / "data" / "ham10000"
+
+
+def _full_copy(folder: Path) -> bool:
+    """Does `folder` hold the whole of HAM10000 (all 10,015 metadata rows), not a subset like the fixture?"""
+    metadata = folder / "HAM10000_metadata.csv"
+    return metadata.is_file() and sum(1 for _ in metadata.open(encoding="utf-8", errors="replace")) > 10_015
+
+
+# the full data set: $HAM10000_DIR when it is a full copy, else the copy beside the checkout
+SHARED = next((d for d in (Path(os.environ.get("HAM10000_DIR") or "/nonexistent"),) if _full_copy(d)),
+              ROOT.parent / "shared" / "data" / "ham10000")
 TINY_SIZE = 64
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -59,7 +69,7 @@ def tiny_data() -> Path:
 @pytest.fixture(scope="session")
 def ham10000_dir() -> Path:
     if not (SHARED / "HAM10000_metadata.csv").is_file():
-        pytest.skip("full HAM10000 copy not present at ../shared/data/ham10000")
+        pytest.skip("full HAM10000 copy not present ($HAM10000_DIR or ../shared/data/ham10000)")
     return SHARED
 
 
@@ -87,7 +97,7 @@ def tiny_weights(tiny_runs, tmp_path_factory):
     """A weights folder with teacher, student and int8 quantized models built from the tiny runs.
 
     Promoted twice, so that weights/previous/ holds a good version for the fallback tests."""
-    from core.promotion import promote
+    from core.registry.promotion import promote
 
     root = tmp_path_factory.mktemp("weights")
     shutil.copyfile(tiny_runs / "teacher" / "best.pt", root / "teacher.pt")

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from core import bench, evaluate, predict
+from core.bench import __main__ as bench
+from core.evaluation import __main__ as evaluate
+from core.predict import __main__ as predict
 from tests.conftest import FIXTURE, ROOT
 
 EVAL_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class", "confusion_matrix", "classes", "n", "tta",
@@ -81,7 +83,8 @@ def test_predict_json_and_failures(use_weights, tmp_path, capsys):
 
 def test_cli_subprocesses_run_as_modules(use_weights, tmp_path):
     env = {**os.environ, "DERMADISTILL_WEIGHTS": str(use_weights), "OMP_NUM_THREADS": "1"}
-    for module in ("core.train", "core.evaluate", "core.bench", "core.predict", "core.explain", "core.quantize"):
+    for module in ("core.train", "core.evaluate", "core.bench", "core.predict", "core.explain", "core.quantize",
+                   "core.release", "core.explain.search", "core.learn", "core.training"):
         r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=env, capture_output=True, text=True)
         assert r.returncode == 0 and "usage" in r.stdout.lower(), module
     r = subprocess.run([sys.executable, "-m", "core.predict", str(IMAGE), str(tmp_path / "nope.png")], cwd=ROOT,
@@ -97,7 +100,7 @@ def test_cli_subprocesses_run_as_modules(use_weights, tmp_path):
     (["--warmup-epochs", "-1"], "warm-up epochs must be between 0 and the number of epochs"),
 ])
 def test_train_refuses_bad_parameters(tmp_path, capsys, args, message):
-    from core import train
+    from core.training import __main__ as train
 
     assert train.main(["--stage", "student", "--data-dir", str(FIXTURE), "--out", str(tmp_path / "r"), *args]) == 2
     assert message in capsys.readouterr().err

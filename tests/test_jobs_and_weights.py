@@ -13,7 +13,7 @@ import pytest
 
 from core.data.ham10000 import DatasetError
 from core.models.checkpoint import CheckpointError, read_checkpoint, sha256_file
-from core.models.loader import load_model
+from core.registry.loader import load_model
 from core.training.config import TrainConfig
 from core.training.jobs import JobError, active_job, cancel_job, check_data, start_job
 from tests.conftest import FIXTURE, ROOT, TINY_SIZE
@@ -78,7 +78,7 @@ def test_sigkill_at_random_moments_leaves_active_weights_identical(weights):
 
 def test_sigkill_during_promotion_keeps_models_loadable(weights, tiny_runs):
     old = {n: sha256_file(weights / f) for n, f in (("student", "student.pt"), ("quantized", "quantized.onnx"))}
-    code = ("import sys; from core.promotion import promote; "
+    code = ("import sys; from core.registry.promotion import promote; "
             f"promote({str(tiny_runs / 'mskd_lf')!r}, data_dir={str(FIXTURE)!r}, root={str(weights)!r}, confirmed=True)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for delay in (0.5, 1.5, 3.0, 5.0):

@@ -95,7 +95,7 @@ def answered_cases(classifier, n: int) -> list:
     """The first `n` held-out cases the input gate accepts (about 0.3% of real lesions are refused as unlike the
     training images, and a refused image gets no maps to wait for)."""
     from core.data.preprocess import load_image
-    from core.predict import predict_image
+    from core.registry.predict import predict_image
 
     return [c for c in CASES if predict_image(classifier, load_image(c)).dermoscopic][:n]
 
@@ -128,7 +128,7 @@ async def run(url, images, browser_image):
 
 def expected_headline(classifier, image_path) -> tuple:
     from core.data.preprocess import load_image
-    from core.predict import predict_image
+    from core.registry.predict import predict_image
 
     p = predict_image(classifier, load_image(image_path))
     return p.full_name, f"{p.confidence:.0%}"
@@ -139,7 +139,7 @@ def percentiles(values) -> str:
 
 
 def test_twenty_concurrent_sessions_distinct_images(server):
-    from core.models.loader import load_model
+    from core.registry.loader import load_model
 
     student = load_model("student")
     *images, browser_image = answered_cases(student, SESSIONS + 1)

@@ -2,9 +2,9 @@
 
 import json
 
-from core import release
 from core.models.checkpoint import sha256_file
-from core.models.loader import load_model
+from core.registry.loader import load_model
+from core.release import __main__ as release
 from tests.conftest import FIXTURE
 
 ENTRY_KEYS = {"file", "sha256", "file_bytes", "params", "input_size", "command", "seed", "split_fingerprint", "date",

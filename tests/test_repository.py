@@ -64,3 +64,51 @@ def test_core_modules_import_one_way():
     cycles = sorted(m for m in graph if reaches(m, m))
     assert not cycles, f"import cycles through: {cycles}"
     assert not [p for p in (ROOT / "core").rglob("*.py") if "import streamlit" in p.read_text()]
+
+
+# The pipeline, lowest first: a module may import its own layer and the ones below, never one above.
+# Evaluation scores outputs, not models, and training validates with it: so it sits under training.
+LAYERS = (
+    ("core.classes", "core.paths", "core.filelock"),
+    ("core.data",),
+    ("core.models",),
+    ("core.evaluation",),
+    ("core.distillation",),
+    ("core.training",),
+    ("core.quantization",),
+    ("core.explain",),
+    ("core.learn",),
+    ("core.registry",),
+    ("core.service",),
+)
+# Entry points sit above every layer; nothing imports them.
+ENTRY_POINTS = ("core.train", "core.evaluate", "core.quantize", "core.predict", "core.release", "core.bench",
+                "core.explain.search")
+
+
+def _layer(module: str) -> int:
+    for level, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return level
+    raise AssertionError(f"{module} is in no layer of LAYERS")
+
+
+def _is_entry_point(module: str) -> bool:
+    return module.endswith(".__main__") or module in ENTRY_POINTS
+
+
+def test_core_layers_import_downwards_only():
+    """data -> models -> evaluation -> distillation -> training -> quantization -> explain -> learn -> registry
+    -> service: no library module imports a higher layer, and no module imports a CLI."""
+    graph = _core_imports()
+    upward, into_cli = [], []
+    for module, targets in graph.items():
+        for target in targets:
+            if target == "core":
+                continue
+            if _is_entry_point(target) or any(target.startswith(e + ".") for e in ENTRY_POINTS):
+                into_cli.append(f"{module} -> {target}")
+            elif not _is_entry_point(module) and _layer(target) > _layer(module):
+                upward.append(f"{module} -> {target}")
+    assert not upward, f"imports up the pipeline: {upward}"
+    assert not into_cli, f"imports of a CLI: {into_cli}"

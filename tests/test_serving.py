@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import torch
 
-from core.serving import ModelWorkPool, result_bytes
+from core.service.pool import ModelWorkPool, result_bytes
 
 
 def test_identical_requests_share_one_computation_and_then_the_cache():
@@ -61,3 +61,92 @@ def test_predictions_jump_the_queue_of_explanations():
     for future in queued:
         future.result(5)
     assert order == ["predict", "explain-1", "explain-2"]
+
+
+RERUN_SCRIPT = '''
+import threading
+
+import streamlit as st
+
+import pages.common as common
+from core.service.pool import ModelWorkPool
+
+
+@st.cache_resource
+def shared():
+    return ModelWorkPool(workers=1, threads_per_worker=1), threading.Event()
+
+
+pool, gate = shared()
+common.work_pool = lambda: pool  # the page helper below waits on this one-worker pool
+st.text(f"cancelled {pool.stats()['cancelled']} computed {pool.stats()['computed']}")
+if "started" not in st.session_state:
+    st.session_state["started"] = True
+    pool.submit("busy", gate.wait, 60)  # the only worker is busy: the next job stays queued
+    common.await_result(("queued",), pool.submit(("queued",), lambda: "computed"))
+    st.text("never shown: the rerun interrupted the wait")
+else:
+    gate.set()
+'''
+
+
+def test_a_rerun_in_a_real_server_cancels_the_job_its_page_was_waiting_for(tmp_path):
+    """Streamlit raises a rerun at the page's next st.* call, never inside a blocking wait: the page helper's
+    heartbeat is that call, so a real server's rerun releases (cancels) the queued job it was waiting for."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from streamlit.proto.ClientState_pb2 import ClientState
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    from tests.conftest import ROOT, free_port
+    from tests.streamlit_client import StreamlitSession
+
+    script = tmp_path / "rerun_app.py"
+    script.write_text(RERUN_SCRIPT)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+
+        async def texts_until(session, done):
+            seen = []
+            async with asyncio.timeout(60):
+                while True:
+                    msg = ForwardMsg.FromString(await session.ws.recv())
+                    if msg.WhichOneof("type") == "delta" and msg.delta.new_element.WhichOneof("type") == "text":
+                        seen.append(msg.delta.new_element.text.body)
+                    if done(msg, seen):
+                        return seen
+
+        async def talk():
+            async with StreamlitSession(url) as session:
+                await session.send(rerun_script=ClientState())
+                first = await texts_until(session, lambda m, seen: bool(seen))  # the run is now waiting
+                await asyncio.sleep(1.0)
+                await session.send(rerun_script=ClientState())
+                second = await texts_until(session, lambda m, seen: m.WhichOneof("type") == "script_finished"
+                                           and any(t.startswith("cancelled") for t in seen))
+                return first, second
+
+        first, second = asyncio.run(talk())
+        assert first == ["cancelled 0 computed 0"]
+        assert "cancelled 1 computed 0" in second and not any("never shown" in t for t in second), second
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=20)[0].decode(errors="replace")
+    assert "Traceback" not in log, log[-3000:]

@@ -92,3 +92,20 @@ def test_scratch_ablation_stays_available(tmp_path):
     train_tiny("student", tmp_path / "s", pretrained=False)
     _, config, _ = load_checkpoint(tmp_path / "s" / "best.pt")
     assert config.pretrained is None
+
+
+def test_train_config_defaults_are_the_shipped_recipe():
+    """One set of training defaults: the shipped models' recorded commands set nothing but the stage, the
+    folders and the teacher; and a recorded command renders back to itself."""
+    import json
+
+    from core.training.__main__ import parse_args
+    from tests.conftest import ROOT
+
+    manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
+    for name in ("teacher", "student"):
+        command = manifest["models"][name]["command"]
+        cfg = parse_args(command.split()[3:])
+        assert cfg.command() == command
+        flags = {a for a in cfg.to_argv() if a.startswith("--")}
+        assert flags <= {"--stage", "--data-dir", "--teacher", "--out"}, flags

@@ -1,6 +1,7 @@
 """Training run config (written to RUN_DIR/config.json) and its up-front validation."""
 
-from dataclasses import asdict, dataclass
+import shlex
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.distillation.stages import STAGES
@@ -11,16 +12,27 @@ class TrainConfigError(ValueError):
     """Bad training parameters, all listed in one message before any work starts."""
 
 
+RECIPE_IMG_SIZE = {"teacher": 160, "student": 128}  # input size per model role in the shipped recipe
+# What a recorded command always spells out (so it still reproduces the run when the defaults change) ...
+RECIPE_FIELDS = ("data_dir", "epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "alpha",
+                 "beta", "gamma", "temperature", "label_smoothing", "balance_power", "ema_decay", "seed")
+# ... and what it leaves out: how a run was executed, not what it learns.
+EXECUTION_FIELDS = ("threads", "resume", "device", "sync_batchnorm")
+
+
 @dataclass
 class TrainConfig:
+    """One training run. The defaults are the shipped models' recipe (weights/manifest.json records each
+    model's full command); the CLI, the Train page and docs/training.md read them from here."""
+
     stage: str
     out: str
     data_dir: str = None
     teacher: str = None
-    epochs: int = 20
-    img_size: int = 112
+    epochs: int = 4
+    img_size: int = 0  # 0: the recipe's size for the stage's model role (RECIPE_IMG_SIZE)
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     alpha: float = 0.3
     beta: float = 0.3
@@ -28,8 +40,8 @@ class TrainConfig:
     temperature: float = 4.0
     label_smoothing: float = 0.1
     balance_power: float = 0.5  # sampling weight ~ class_count ** -power (0: natural, 1: fully balanced)
-    warmup_epochs: float = 1.0
-    ema_decay: float = 0.998  # 0 disables the weight EMA
+    warmup_epochs: float = 0.3
+    ema_decay: float = 0.995  # 0 disables the weight EMA
     seed: int = 42
     threads: int = 0  # 0: all cores
     resume: bool = False
@@ -40,8 +52,41 @@ class TrainConfig:
     drop_rate: float = None  # None: the architecture's default head dropout
     drop_path_rate: float = None  # None: the architecture's default stochastic depth
 
+    def __post_init__(self):
+        if not self.img_size and self.stage in STAGES:
+            self.img_size = RECIPE_IMG_SIZE[STAGES[self.stage].role]
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "TrainConfig":
+        """From a run's config.json (keys this version does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in known})
+
+    def to_argv(self, record: bool = False) -> list:
+        """The `python -m core.train` arguments for this config: the fields that differ from the defaults
+        (for launching), or with `record`, every recipe field and no execution detail (for the manifest)."""
+        defaults = TrainConfig(stage=self.stage, out="")
+        names = ["stage", *RECIPE_FIELDS] + [f.name for f in fields(self) if f.name not in (
+            "stage", "teacher", "out", *RECIPE_FIELDS)] + ["teacher", "out"]
+        argv = []
+        for name in names:
+            value, default = getattr(self, name), getattr(defaults, name)
+            if value is None or (record and name in EXECUTION_FIELDS):
+                continue
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):  # BooleanOptionalAction / store_true flags
+                if value != default:
+                    argv.append(flag if value else "--no-" + flag[2:])
+            elif name in ("stage", "out") or value != default or (record and name in RECIPE_FIELDS):
+                argv += [flag, str(value)]
+        return argv
+
+    def command(self) -> str:
+        """The exact command line that reproduces this run (as recorded in the manifest)."""
+        return shlex.join(["python", "-m", "core.train", *self.to_argv(record=True)])
 
     def problems(self, world_size: int = None) -> list:
         """Everything wrong with these parameters (empty when fine) for `world_size` processes (default: the
@@ -61,7 +106,7 @@ class TrainConfig:
             p.append("alpha, beta and gamma must be >= 0")
         if self.alpha + self.beta + self.gamma <= 0:
             p.append("alpha + beta + gamma must be > 0")
-        if not 32 <= self.img_size <= 512 or self.img_size % 16:
+        if self.stage in STAGES and (not 32 <= self.img_size <= 512 or self.img_size % 16):
             p.append(f"image size must be a multiple of 16 between 32 and 512 (got {self.img_size})")
         if not 0 <= self.balance_power <= 1:
             p.append("balance power must be in [0, 1]")

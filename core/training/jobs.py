@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import psutil
@@ -30,20 +29,6 @@ class JobError(RuntimeError):
 
 def runs_root() -> Path:
     return Path(os.environ.get("DERMADISTILL_RUNS", PROJECT_ROOT / "runs"))
-
-
-def config_to_argv(cfg: TrainConfig) -> list:
-    """The CLI arguments that reproduce a TrainConfig."""
-    defaults = TrainConfig(stage="", out="")
-    argv = []
-    for f in fields(TrainConfig):
-        value = getattr(cfg, f.name)
-        if isinstance(value, bool):  # store_true / BooleanOptionalAction flags
-            if value != getattr(defaults, f.name):
-                argv.append(f"--{'' if value else 'no-'}{f.name.replace('_', '-')}")
-        elif value is not None and (f.name in ("stage", "out") or value != getattr(defaults, f.name)):
-            argv += [f"--{f.name.replace('_', '-')}", str(value)]
-    return argv
 
 
 def _alive(job: dict) -> bool:
@@ -93,7 +78,7 @@ def training_argv(cfg: TrainConfig, processes: int = 1) -> list:
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    return [*launcher, "-m", "core.train", *config_to_argv(cfg)]
+    return [*launcher, "-m", "core.train", *cfg.to_argv()]
 
 
 def start_job(cfg: TrainConfig, root=None, processes: int = 1) -> dict:

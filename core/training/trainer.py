@@ -7,7 +7,6 @@ so the CLI can draw bars and the app can read files; nothing here prints.
 
 import json
 import logging
-import math
 import os
 import time
 from contextlib import ExitStack
@@ -16,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
 from core.classes import CLASSES
-from core.data.augment import AugmentConfig, augment_batch
 from core.data import augment as augment_module
 from core.data import preprocess as preprocess_module
+from core.data.augment import AugmentConfig, augment_batch
 from core.data.cache import cached_images, code_digest
 from core.data.ham10000 import HAM10000_IMAGES, content_duplicate_groups, load_ham10000
 from core.data.preprocess import to_model_tensor
@@ -52,23 +52,10 @@ def _noop(event, **data):
     pass
 
 
-def resolve_teacher_path(teacher) -> Path:
-    from core.models.loader import shipped_path
-
-    return shipped_path("teacher") if teacher in (None, "", "teacher") else Path(teacher)
-
-
 def class_balanced_weights(labels, power: float) -> torch.Tensor:
     """Per-sample sampling weights ~ count(class) ** -power."""
     counts = np.bincount(labels, minlength=len(CLASSES)).astype(np.float64)
     return torch.as_tensor(np.maximum(counts[labels], 1) ** -power, dtype=torch.double)
-
-
-def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) -> dict:
@@ -91,7 +78,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
     device = torch.device(ctx.device)
     on_cuda = device.type == "cuda"
     data_dir = resolve_data_dir(cfg.data_dir)
-    teacher_path = resolve_teacher_path(cfg.teacher) if stage.needs_teacher else None
+    teacher_path = Path(cfg.teacher or "") if stage.needs_teacher else None
     if teacher_path is not None and not teacher_path.is_file():
         raise TrainConfigError(f"stage {cfg.stage} needs a teacher checkpoint; not found: {teacher_path}")
     records = load_ham10000(data_dir)
@@ -145,8 +132,11 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(part["train"]) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, total_steps, int(cfg.warmup_epochs * steps_per_epoch)))
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    # linear warm-up from lr/warmup_steps, then cosine down to 2% of lr, per optimizer step (timm's scheduler)
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total_steps - warmup_steps), lr_min=0.02 * cfg.lr,
+                                  warmup_t=warmup_steps, warmup_lr_init=cfg.lr / max(1, warmup_steps),
+                                  warmup_prefix=True, t_in_epochs=False)
     # EMA of the parameters with timm's warm-up (decay grows with the step), BatchNorm statistics copied
     # from the live model: averaging running statistics of changing weights breaks BN models in eval mode.
     ema = (ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, exclude_buffers=True)
@@ -231,7 +221,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
                 average_gradients(projector.parameters(), ctx)
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
-            scheduler.step()
+            scheduler.step_update(num_updates=epoch * steps_per_epoch + b + 1)
             assert_replicas_identical(model, ctx)
             if ema is not None:
                 ema.update(model, step=epoch * steps_per_epoch + b + 1)
@@ -246,7 +236,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         with main_rank_uses_node(ctx):
             weights_name, chosen, val = validate()
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()},
-               "lr": scheduler.get_last_lr()[0],
+               "lr": optimizer.param_groups[0]["lr"],
                **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")},
                "weights": weights_name, "seconds": time.time() - t0}
         improved = val["balanced_accuracy"] > best_score

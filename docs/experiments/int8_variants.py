@@ -17,7 +17,7 @@ from core.data.split import recompute_split, split_indices
 from core.data.cache import cached_images
 from core.models.checkpoint import load_checkpoint
 from core.quantization import onnx_export as ox
-from core.models.loader import load_model
+from core.registry.loader import load_model
 from core.evaluation.inference import batched_outputs
 from core.evaluation.metrics import classification_metrics
 from core.evaluation.calibration import softmax_np

@@ -1,17 +1,11 @@
-"""CLI benchmark: `python -m core.bench [--models teacher,student,quantized] [--threads N] [--json OUT] [--xai]`.
+"""Benchmarks of the shipped models, measured in one run on this machine (CLI: `python -m core.bench`).
 
-Per model, in one run on this machine: params, file_bytes, input_size, batch-1 latency p50/p95
-(>= 50 timed runs after warm-up) and batch-32 throughput. Besides the shipped models it also times
-the student's fp32 ONNX Runtime path (`student_ort_fp32`), so that int8 is compared with the
-fastest fp32 runtime as well as with eager PyTorch; for ONNX models it lists the kernels ONNX Runtime
-actually executed (int8 QLinearConv or float Conv). `--xai` times Grad-CAM, Score-CAM and LIME per
-model on one gallery image instead. Compare ratios within one run only.
+Per model: params, file size, input size, batch-1 latency p50/p95 and batch-32 throughput; for ONNX models
+the kernels ONNX Runtime executed; with explanations, Grad-CAM, Score-CAM and LIME times. Ratios within one
+run only: the machine is shared.
 """
 
-import argparse
-import json
 import platform
-import sys
 import threading
 import time
 from pathlib import Path
@@ -79,8 +73,8 @@ def bench_explanations(models=("teacher", "student", "quantized"), threads: int 
     from PIL import Image
 
     from core.explain.heatmaps import METHODS, explain
-    from core.models.loader import load_with_counterpart, with_batch_runtime
     from core.paths import PROJECT_ROOT
+    from core.registry.loader import load_with_counterpart, with_batch_runtime
 
     torch.set_num_threads(threads)
     image = Image.open(sorted((PROJECT_ROOT / "assets" / "gallery").glob("*.jpg"))[0]).convert("RGB")
@@ -101,7 +95,7 @@ def bench_explanations(models=("teacher", "student", "quantized"), threads: int 
 
 def student_ort_fp32(root=None):
     """The shipped student's fp32 ONNX twin (the one the app's explanations run in), in ONNX Runtime."""
-    from core.models.loader import load_model, onnx_twin_path
+    from core.registry.loader import load_model, onnx_twin_path
 
     return load_model(onnx_twin_path(load_model("student", root)))
 
@@ -117,7 +111,7 @@ _BENCH_LOCK = threading.Lock()
 
 
 def _run_bench(models, threads, runs, progress, root) -> dict:
-    from core.models.loader import load_model
+    from core.registry.loader import load_model
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -131,40 +125,3 @@ def _run_bench(models, threads, runs, progress, root) -> dict:
     finally:
         torch.set_num_threads(previous)  # a server's thread setting is not changed by a benchmark
     return {"models": results, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=100, help="timed batch-1 runs per model (>= 50)")
-    p.add_argument("--json", dest="json_out")
-    p.add_argument("--xai", action="store_true", help="time the explanation methods instead")
-    p.add_argument("--xai-models", default="teacher,student,student_ort,quantized",
-                   help="with --xai; student_ort: the student with LIME/Score-CAM passes in ONNX Runtime")
-    a = p.parse_args(argv)
-    if a.runs < 50:
-        print("error: --runs must be >= 50", file=sys.stderr)
-        return 2
-    from core.models.checkpoint import CheckpointError
-
-    names = [m.strip() for m in a.models.split(",") if m.strip()]
-    say = lambda what: print(f"benchmarking {what} ...", file=sys.stderr)  # noqa: E731
-    try:
-        if a.xai:
-            result = bench_explanations(a.xai_models.split(","), a.threads, progress=say)
-        else:
-            result = run_bench(names, a.threads, a.runs, progress=say)
-    except (CheckpointError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    text = json.dumps(result, indent=2)
-    if a.json_out:
-        Path(a.json_out).write_text(text)
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

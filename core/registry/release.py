@@ -1,4 +1,5 @@
-"""CLI: assemble the shipped models and weights/manifest.json, through the one staged writer of weights/.
+"""The release: assemble the shipped models and weights/manifest.json through the one staged writer of weights/
+(CLI: `python -m core.release`).
 
   python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \\
       --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
@@ -13,26 +14,25 @@ file, sha256, params, size, input size, commands, seed, split fingerprint, date,
 external reports; plus the ablation table and the bench result.
 """
 
-import argparse
 import datetime as dt
 import json
 import logging
-import sys
 from pathlib import Path
 
-from core.bench import run_bench
 from core.classes import CLASSES
 from core.data.cache import cached_images
+from core.data.external_sample import sample_ids
 from core.data.ham10000 import load_ham10000
 from core.data.split import load_split, recompute_split, split_fingerprint, split_indices
 from core.evaluation.inference import fit_model_calibration
-from core.explain.chosen import carry_over
 from core.evaluation.report import SUMMARY
+from core.explain.chosen import carry_over
 from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from core.models.loader import GATES, load_model, read_manifest
 from core.paths import resolve_data_dir, weights_dir
-from core.promotion import evaluate_entry, external_records, staged_weights, training_command
-from core.quantization.build import build_quantized, quantize_command
+from core.registry.bench import run_bench
+from core.registry.int8 import build_quantized, quantize_command
+from core.registry.loader import GATES, load_model, read_manifest
+from core.registry.promotion import evaluate_entry, external_records, staged_weights, training_command
 
 ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",
                    "mskd_lf": "multi-stage KD + layer fusion"}
@@ -88,84 +88,75 @@ def shipped_rows(models: dict, lat: dict) -> list:
     return rows
 
 
-def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    p = argparse.ArgumentParser(prog="python -m core.release", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher-run")
-    p.add_argument("--student-run")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="keep the shipped teacher and student weights; re-fit and re-evaluate them (see above)")
-    p.add_argument("--ablation", default="", help="comma-separated run folders of the student ablation")
-    p.add_argument("--data-dir")
-    p.add_argument("--external-dir", help="external validation set (default: ../shared/data/isic2018_external_val)")
-    p.add_argument("--scratch-teacher", help="checkpoint of a teacher trained from scratch, evaluated on the same "
-                                             "test split as the 'teacher from scratch' ablation row")
-    p.add_argument("--scratch-teacher-commit", default="",
-                   help="git commit of the code that trained --scratch-teacher, written beside its command")
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args(argv)
-    if a.recalibrate == bool(a.teacher_run and a.student_run):
-        p.error("give either --teacher-run and --student-run, or --recalibrate")
-    data_dir = resolve_data_dir(a.data_dir)
+class ReleaseError(ValueError):
+    """The runs given cannot make one release (say, they were trained on different splits)."""
+
+
+def release(*, recalibrate: bool = False, teacher_run=None, student_run=None, ablation: str = "", data_dir=None,
+            external_dir=None, scratch_teacher=None, scratch_teacher_commit: str = "", threads: int = 2) -> dict:
+    """Build, evaluate and benchmark the release in a staging folder, then swap it into weights/.
+
+    Returns the manifest's per-model entries."""
+    data_dir_arg = data_dir
+    data_dir = resolve_data_dir(data_dir_arg)
     root = weights_dir()
     records = load_ham10000(data_dir)
     old = read_manifest(root)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if a.recalibrate:
+    if recalibrate:
         split = recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"])
         sources = {"teacher": root / "teacher.pt", "student": root / "student.pt"}
         commands = {name: old["models"][name]["command"] for name in sources}
         student_origin = Path(old["models"]["student"]["command"].rsplit("--out ", 1)[-1])
     else:
-        teacher_run, student_run = Path(a.teacher_run), Path(a.student_run)
+        teacher_run, student_run = Path(teacher_run), Path(student_run)
         split = load_split(student_run / "split.json")
         if split_fingerprint(load_split(teacher_run / "split.json")) != split_fingerprint(split):
-            print("error: teacher and student runs used different splits", file=sys.stderr)
-            return 2
+            raise ReleaseError("teacher and student runs used different splits")
         sources = {"teacher": teacher_run / "best.pt", "student": student_run / "best.pt"}
         commands = {"teacher": training_command(run_info(teacher_run)[0]),
                     "student": training_command(run_info(student_run)[0])}
         student_origin = student_run
-    external = external_records(a.external_dir)
-    source = f"release of {created}" + (" (re-calibrated shipped weights)" if a.recalibrate else "")
+    external = external_records(external_dir)
+    source = f"release of {created}" + (" (re-calibrated shipped weights)" if recalibrate else "")
     with staged_weights(root) as staging:
         for name, src in sources.items():
             logging.info("calibrating %s", name)
             calibrated_copy(src, staging / f"{name}.pt", records, split)
         logging.info("quantizing")
         build_quantized(staging / "student.pt", split, records, staging / "quantized.onnx")
-        commands["quantized"] = quantize_command(student_origin, a.data_dir or data_dir)
+        commands["quantized"] = quantize_command(student_origin, data_dir_arg or data_dir)
         models = {}
         for name, file in (("teacher", "teacher.pt"), ("student", "student.pt"), ("quantized", "quantized.onnx")):
             logging.info("evaluating %s", name)
             gate = load_model(staging / f"{GATES[name]}.pt") if name in GATES else None
             entry = evaluate_entry(staging / file, name, split, records, commands[name], external, gate)
-            if a.recalibrate:
-                entry["calibration_command"] = RECALIBRATE_COMMAND.format(data_dir=a.data_dir or data_dir)
+            if recalibrate:
+                entry["calibration_command"] = RECALIBRATE_COMMAND.format(data_dir=data_dir_arg or data_dir)
             models[name] = {**entry, "source": source}
         manifest = {"version": 1, "created": created,
                     "test_split": {"name": "test", "n": len(split["test"]), "seed": split["seed"],
                                    "fingerprint": split_fingerprint(split),
                                    "grouping": "lesion_id (and byte-identical images), stratified by dx",
                                    "class_counts": class_counts(split, records)},
-                    "external": {"name": "ISIC 2018 Task 3 test, 504-image external validation subset",
+                    "external": {"name": "ISIC 2018 Task 3 test, 504-image external validation subset, without the "
+                                         f"{len(sample_ids())} images shipped in assets/external_sample.zip",
                                  "n": len(external)} if external else None,
                     "models": models}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
         logging.info("benchmarking")
-        bench = run_bench(threads=a.threads, root=staging)
-        manifest["bench"] = {**bench, "command": f"python -m core.bench --threads {a.threads}"}
+        bench = run_bench(threads=threads, root=staging)
+        manifest["bench"] = {**bench, "command": f"python -m core.bench --threads {threads}"}
         lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
-        if a.recalibrate:  # the student-run rows keep their recorded figures; shipped rows are re-measured
+        if recalibrate:  # the student-run rows keep their recorded figures; shipped rows are re-measured
             rows = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
         else:
-            rows = ablation_rows([Path(r) for r in a.ablation.split(",") if r], lat)
-        if a.scratch_teacher:
-            entry = evaluate_entry(Path(a.scratch_teacher), "teacher_scratch", split, records,
-                                   training_command(read_checkpoint(a.scratch_teacher)["meta"].get("train_config", {})))
-            if a.scratch_teacher_commit:
-                entry["command"] = f"git checkout {a.scratch_teacher_commit} && {entry['command']}"
+            rows = ablation_rows([Path(r) for r in ablation.split(",") if r], lat)
+        if scratch_teacher:
+            entry = evaluate_entry(Path(scratch_teacher), "teacher_scratch", split, records,
+                                   training_command(read_checkpoint(scratch_teacher)["meta"].get("train_config", {})))
+            if scratch_teacher_commit:
+                entry["command"] = f"git checkout {scratch_teacher_commit} && {entry['command']}"
             rows.append({"name": f"teacher from scratch (no ImageNet weights; {entry['arch']}, "
                                  f"{entry['input_size']} px)", "stage": "teacher_scratch",
                          **{k: entry["test"][k] for k in SUMMARY}, "params": entry["params"],
@@ -173,13 +164,7 @@ def main(argv=None) -> int:
                          "command": entry["command"]})
         manifest["ablation"] = rows + shipped_rows(models, lat)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    if a.recalibrate:  # same weights: the explanation settings searched for the old files still apply
+    if recalibrate:  # same weights: the explanation settings searched for the old files still apply
         for name in sources:
             carry_over(old["models"][name]["sha256"], models[name]["sha256"], f"re-calibrated by {source}")
-    print(json.dumps({name: {split: {k: round(m[split][k], 4) for k in SUMMARY}
-                             for split in ("test", "external") if split in m} for name, m in models.items()}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return models

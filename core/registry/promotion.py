@@ -20,10 +20,10 @@ from core.data.split import load_split, split_fingerprint, split_indices
 from core.evaluation.report import records_report
 from core.filelock import exclusive_lock
 from core.models.checkpoint import CheckpointError, load_checkpoint, sha256_file
-from core.models.loader import SHIPPED_FILES, load_model, read_manifest
 from core.paths import resolve_data_dir, resolve_external_dir, weights_dir
-from core.quantization.build import build_quantized, quantize_command
-
+from core.registry.int8 import build_quantized, quantize_command
+from core.registry.loader import SHIPPED_FILES, load_model, read_manifest
+from core.training.config import TrainConfig
 
 
 class PromotionError(ValueError):
@@ -32,18 +32,7 @@ class PromotionError(ValueError):
 
 def training_command(config: dict) -> str:
     """The exact `python -m core.train` command line that reproduces a run's config.json."""
-    flags = ["stage", "data_dir", "epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "alpha",
-             "beta", "gamma", "temperature", "label_smoothing", "balance_power", "ema_decay", "seed"]
-    parts = ["python -m core.train"]
-    for key in flags:
-        if config.get(key) is not None:
-            parts.append(f"--{key.replace('_', '-')} {config[key]}")
-    if config.get("pretrained") is False:
-        parts.append("--no-pretrained")
-    if config.get("teacher"):
-        parts.append(f"--teacher {config['teacher']}")
-    parts.append(f"--out {config['out']}")
-    return " ".join(parts)
+    return TrainConfig.from_dict(config).command()
 
 
 def model_entry(path: Path, classifier, report: dict, command: str, split: dict) -> dict:
@@ -71,7 +60,7 @@ def evaluate_entry(path: Path, name: str, split: dict, records, command: str, ex
                    gate=None) -> dict:
     """Manifest entry of a weight file, with its report on the split's test images (CIs over lesions) and,
     when given, on the external validation set (never used to fit anything here). `gate`: the model whose
-    feature test also screens this one's inputs in the app (core.models.loader.GATES)."""
+    feature test also screens this one's inputs in the app (core.registry.loader.GATES)."""
     classifier = load_model(path)
     classifier.name, classifier.gate = name, gate
     entry = model_entry(path, classifier, records_report(classifier, records, split_indices(records, split)["test"]),

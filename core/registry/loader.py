@@ -20,6 +20,7 @@ from core.models.config import ModelConfig
 from core.models.fusion import LogitsOnly
 from core.paths import cache_dir, weights_dir
 from core.quantization.onnx_export import cached_fp32_export, ort_session, read_metadata
+from core.registry.site_calibration import active_site, apply_site, site_summary
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,19 @@ class Classifier:
 
     @property
     def identity(self) -> dict:
-        """Which model answers: name, file sha256 (short), date and where it came from."""
+        """Which model answers: name, file sha256 (short), date, where it came from, and the site calibration
+        in force (empty: the validation calibration)."""
+        site = active_site(self.sha256)
         return {"name": self.name, "sha256": self.sha256[:12], "date": self.origin.get("date", ""),
                 "source": self.origin.get("source", f"checkpoint file {self.path.name}"),
-                "demo": bool(self.meta.get("demo"))}
+                "demo": bool(self.meta.get("demo")), "site_calibration": site_summary(site) if site else ""}
 
     @property
     def calibration(self) -> dict:
-        return self.meta.get("calibration", {})
+        """What the file's validation fit says about answers, with the active site calibration applied."""
+        stored = self.meta.get("calibration", {})
+        site = active_site(self.sha256)
+        return apply_site(stored, site) if site else stored
 
     @property
     def params(self) -> int:
@@ -131,6 +137,12 @@ def read_manifest(root=None) -> dict:
     if not path.is_file():
         return {"models": {}}
     return json.loads(path.read_text())
+
+
+def shipped_split(root=None) -> tuple:
+    """(seed, fingerprint) of the split the shipped models were trained on (seed 42, unchecked, without a manifest)."""
+    entry = read_manifest(root).get("models", {}).get("student", {})
+    return int(entry.get("seed", 42)), entry.get("split_fingerprint")
 
 
 def shipped_path(name: str, root=None) -> Path:

@@ -35,6 +35,8 @@ def build_pdf_report(image, file_label: str, prediction, explanations: dict, mod
     lines = [f"Patient / lesion: {identifier}" if identifier else "", f"Image: {file_label}",
              f"Model: {model.get('name', '')} (file sha256 {model.get('sha256', '')}, {model.get('date', '')[:10]}; "
              f"{model.get('source', '')})" + (" - DEMO MODEL, not for clinical use" if model.get("demo") else ""),
+             f"Calibration: {model['site_calibration']}" if model.get("site_calibration") else
+             "Calibration: fitted on the HAM10000 validation split (no site calibration)",
              f"Generated: {now.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
     pdf.multi_cell(0, 5, _latin1("\n".join(line for line in lines if line)), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)

@@ -1,6 +1,5 @@
-"""Choose explanation settings by measurement: faithfulness and lesion overlap on validation images.
-
-`python -m core.explain.search --data-dir DIR [--model student] [--n 12] [--methods gradcam,lime] [--json OUT]`
+"""Choose explanation settings by measurement: faithfulness and lesion overlap on validation images
+(CLI: `python -m core.explain.search`).
 
 For each method, every candidate setting is scored on the same validation-split images with lesion
 masks (never the test split): lesion overlap (energy in lesion / lesion area, pointing game), ROAD
@@ -14,25 +13,18 @@ checked in score order; the correlation with another class's map is reported too
 recorded for this model file (core.explain.chosen), where `explain` takes it as its default.
 """
 
-import argparse
 import itertools
-import json
 import os
-import sys
 from datetime import date
-from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # lime draws its own bar per explanation
 
 import numpy as np  # noqa: E402
 
-from core.data.ham10000 import DatasetError
 from core.explain.chosen import record_chosen
 from core.explain.heatmaps import LIME_HIDE, explain
-from core.explain.masked_cases import masked_cases
 from core.explain.sanity import sanity_checks
 from core.explain.scores import explanation_scores
-from core.models.loader import load_with_counterpart, with_batch_runtime
 
 SANITY_IMAGES = 6  # Adebayo checks on the chosen settings: randomised weights, another class
 SANITY_LIMIT = 0.3  # |rank correlation| with the randomised-weights map above this: the map shows the image
@@ -88,13 +80,13 @@ def choose_sane(rows, classifier, counterpart, method, cases) -> dict:
     return {"chosen": best["settings"], "sanity": best, "sanity_checked": checked, "passed": False}
 
 
-def search(data_dir, model="student", n: int = 12, split_name: str = "val", progress=None, methods=None) -> dict:
-    """Score every candidate setting of `methods` (default: all) on `n` images of `split_name`."""
+def search(classifier, counterpart, cases, split_name: str, model: str, progress=None, methods=None) -> dict:
+    """Score every candidate setting of `methods` (default: all) on the masked `cases` of `split_name`.
+
+    Give `classifier` the app's runtime for perturbed inputs (registry's `with_batch_runtime`), so the
+    seconds are the app's."""
     if split_name == "test":
         raise ValueError("settings are chosen on validation images, never on the test split")
-    cases = masked_cases(data_dir, split_name, n, sample_seed=0)
-    classifier, counterpart = load_with_counterpart(model)
-    with_batch_runtime(classifier)  # the app's runtime for perturbed inputs, so the seconds are the app's
     hybrid = (classifier.module or counterpart.module).model
     results = {}
     for method, stages in candidate_stages(hybrid).items():
@@ -120,38 +112,3 @@ def record(result: dict, command: str) -> None:
     record_chosen(result["sha256"], {m: r["chosen"] for m, r in result["results"].items()},
                   {"summary": summary, "command": command, "model": result["model"], "split": result["split"],
                    "n_images": result["n_images"], "date": date.today().isoformat()})
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.explain.search", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir")
-    p.add_argument("--model", default="student")
-    p.add_argument("--n", type=int, default=12, help="validation images with masks")
-    p.add_argument("--methods", default="gradcam,scorecam,lime", help="comma-separated; separate processes may search different methods side by side")
-    p.add_argument("--json", dest="json_out")
-    p.add_argument("--no-record", action="store_true", help="report only; keep the current defaults")
-    a = p.parse_args(argv)
-    try:
-        result = search(a.data_dir, a.model, a.n, progress=lambda m, s: print(f"{m} {s}", file=sys.stderr),
-                        methods=a.methods.split(","))
-    except (DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(result, indent=1))
-    if not a.no_record:
-        record(result, "python -m core.explain.search " + " ".join(argv if argv is not None else sys.argv[1:]))
-    for method, r in result["results"].items():
-        verdict = "" if r["passed"] else " (no setting passed the randomised-weights check)"
-        sanity = r["sanity"]
-        print(f"\n{method}: chosen {r['chosen']}{verdict}; rank correlation with randomised weights "
-              f"{sanity['randomized_weights_rank_corr']:+.2f}, with another class {sanity['other_class_rank_corr']:+.2f}")
-        for row in r["candidates"]:
-            print(f"  {json.dumps(row['settings'])}: energy ratio {row['energy_ratio']:.2f}, pointing "
-                  f"{row['pointing_game']:.2f}, ROAD {row['faithfulness']:+.3f}, {row['seconds']:.2f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

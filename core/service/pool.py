@@ -18,6 +18,7 @@ import queue
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import torch
@@ -88,11 +89,17 @@ class ModelWorkPool:
                 self._cached_bytes -= self._done.popitem(last=False)[1][1]
         return result
 
-    def wait(self, key, future: Future):
-        """The job's result; if the waiting thread is interrupted (a Streamlit rerun or a closed browser
-        raises in it), the job is released, so an abandoned request is not computed."""
+    def wait(self, key, future: Future, heartbeat=None, interval: float = 0.25):
+        """The job's result. `heartbeat` is called every `interval` seconds while waiting: a Streamlit page passes
+        a call that raises when its run was asked to stop or rerun (Streamlit raises at the next `st.*` call,
+        never inside a blocking wait). If waiting is interrupted, the job is released, so an abandoned request
+        is not computed."""
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=interval if heartbeat else None)
+                except FutureTimeout:
+                    heartbeat()
         except BaseException:
             self.release(key)
             raise

@@ -14,8 +14,8 @@ from core.data.cache import cached_images
 from core.data.split import split_indices
 from core.evaluation.inference import fit_model_calibration
 from core.models.checkpoint import load_checkpoint, sha256_file
-from core.models.loader import load_model
 from core.quantization.onnx_export import export_onnx, quantize_int8, set_metadata
+from core.registry.loader import load_model
 
 CALIBRATION_IMAGES = 512
 

@@ -1,0 +1,1 @@
+"""CLI package: `python -m core.bench` (the library is core.registry.bench)."""

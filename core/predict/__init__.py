@@ -1,0 +1,1 @@
+"""CLI package: `python -m core.predict` (the library is core.registry.predict)."""

@@ -1,0 +1,1 @@
+"""CLI package: `python -m core.release` (the library is core.registry.release)."""

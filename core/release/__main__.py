@@ -1,0 +1,60 @@
+"""CLI: assemble the shipped models and weights/manifest.json, through the one staged writer of weights/.
+
+  python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \\
+      --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
+  python -m core.release --recalibrate --data-dir DIR
+
+From runs: takes the teacher's and student's best.pt. With --recalibrate: keeps the shipped teacher and
+student weights and re-fits what their files store about answers (temperature, uncertain and referral
+thresholds, feature-distance test) on the shipped split's validation images. Either way it re-fits both,
+builds the int8 model, evaluates all three on the held-out test split (lesion-resampled CIs) and on the
+external validation set when present, benchmarks the staged models, and writes the manifest: per model
+file, sha256, params, size, input size, commands, seed, split fingerprint, date, calibration, test and
+external reports; plus the ablation table and the bench result.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+from core.data.ham10000 import DatasetError
+from core.evaluation.report import SUMMARY
+from core.models.checkpoint import CheckpointError
+from core.registry.release import ReleaseError, release
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(prog="python -m core.release", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher-run")
+    p.add_argument("--student-run")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="keep the shipped teacher and student weights; re-fit and re-evaluate them (see above)")
+    p.add_argument("--ablation", default="", help="comma-separated run folders of the student ablation")
+    p.add_argument("--data-dir")
+    p.add_argument("--external-dir", help="external validation set (default: ../shared/data/isic2018_external_val)")
+    p.add_argument("--scratch-teacher", help="checkpoint of a teacher trained from scratch, evaluated on the same "
+                                             "test split as the 'teacher from scratch' ablation row")
+    p.add_argument("--scratch-teacher-commit", default="",
+                   help="git commit of the code that trained --scratch-teacher, written beside its command")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.recalibrate == bool(a.teacher_run and a.student_run):
+        p.error("give either --teacher-run and --student-run, or --recalibrate")
+    try:
+        models = release(recalibrate=a.recalibrate, teacher_run=a.teacher_run, student_run=a.student_run,
+                         ablation=a.ablation, data_dir=a.data_dir, external_dir=a.external_dir,
+                         scratch_teacher=a.scratch_teacher, scratch_teacher_commit=a.scratch_teacher_commit,
+                         threads=a.threads)
+    except (ReleaseError, DatasetError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({name: {split: {k: round(m[split][k], 4) for k in SUMMARY}
+                             for split in ("test", "external") if split in m} for name, m in models.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
