@@ -4,8 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from core.classes import CLASSES, FULL_NAMES
-from core.models.loader import read_manifest
-from core.predict import REFERRAL_ENV, referral_target
+from core.evaluation.calibration import referral_key
+from core.registry.loader import read_manifest
+from core.registry.predict import REFERRAL_ENV, referral_target
+from core.registry.site_calibration import active_site, site_summary
 from pages.common import data_credit, disclaimer, guarded, held_out_table
 
 METRICS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
@@ -18,6 +20,28 @@ def model_card_row(name: str, entry: dict) -> dict:
             "ImageNet start": f"{source['package']} (sha256 {source['sha256'][:12]})" if source else "none (scratch)",
             "test-time augmentation": "8 views (chosen on validation)" if entry.get("calibration", {}).get("tta")
             else "off (did not help on validation)"}
+
+
+def site_calibrations(models: dict, target: float):
+    """Which shipped models answer with a clinic's own calibration, and what it measured on held-back cases."""
+    st.markdown("### Site calibration")
+    active = {name: active_site(m.get("sha256", "")) for name, m in models.items()}
+    active = {name: site for name, site in active.items() if site}
+    if not active:
+        st.markdown("None active: every model answers with its HAM10000 validation calibration. An administrator "
+                    "can fit one to a clinic's own labelled cases on the Train page.")
+        return
+    key = referral_key(target)
+    for name, site in active.items():
+        figures = site["held_back"].get(key, {})
+        after, before = figures.get("after", {}), figures.get("before", {})
+        line = f"**{name}**: {site_summary(site)}."
+        if after.get("sensitivity") is not None:
+            line += (f" On the held-back cases at the {target:.0%} point: sensitivity {after['sensitivity']:.0%} "
+                     f"(95% CI {after['sensitivity_ci95'][0]:.0%}–{after['sensitivity_ci95'][1]:.0%}), specificity "
+                     f"{after['specificity']:.0%}; with the validation calibration "
+                     f"{before.get('sensitivity', float('nan')):.0%} / {before.get('specificity', float('nan')):.0%}.")
+        st.markdown(line)
 
 
 def render():
@@ -58,8 +82,9 @@ stratified group folds each for test and validation; stratified by class, seed {
     if not table.empty:
         st.dataframe(table, hide_index=True, width="stretch")
         st.caption(f"HAM10000 test split n = {split.get('n')}: intervals from 500 bootstrap resamples of lesions "
-                   "(all images of a lesion together). External: 504 images of the ISIC 2018 Task 3 test set "
-                   "(other clinics and equipment), never used for training or fitting; resampled by image. "
+                   "(all images of a lesion together). External: "
+                   f"{(manifest.get('external') or {}).get('name', 'the ISIC 2018 Task 3 external validation subset')} "
+                   f"(n = {(manifest.get('external') or {}).get('n', '?')}; other clinics and equipment), never used for training or fitting; resampled by image. "
                    "Reproduce: `python -m core.release --recalibrate --data-dir DIR`, or one model with "
                    "`python -m core.evaluate --model student --external --json out.json`.")
     st.markdown(f"""
@@ -72,6 +97,7 @@ with the validation sensitivity and specificity it gave; the table above gives e
 specificity at that threshold on the held-out sets. A lesion below the threshold is **not** shown as benign:
 the app says how many malignant lesions in 10 scored as low in validation.
 """)
+    site_calibrations(models, target)
     student = models.get("student", {})
     if student.get("calibration"):
         cal = student["calibration"]

@@ -9,15 +9,15 @@ import streamlit as st
 
 from core.classes import FULL_NAMES
 from core.data.preprocess import ImageError, load_image, working_copy
+from core.evaluation.calibration import referral_key
 from core.explain.chosen import chosen_settings
 from core.explain.heatmaps import explain
 from core.models.checkpoint import CheckpointError
-from core.models.loader import SHIPPED, load_model, with_batch_runtime
 from core.paths import PROJECT_ROOT, weights_dir
-from core.evaluation.calibration import referral_key
-from core.predict import predict_image, referral_target
-from core.serving import ModelRegistry, ModelWorkPool
-from core.report import DATA_CREDIT, DISCLAIMER
+from core.registry.loader import SHIPPED, load_model, with_batch_runtime
+from core.registry.predict import predict_image, referral_target
+from core.service.pdf_report import DATA_CREDIT, DISCLAIMER
+from core.service.pool import ModelRegistry, ModelWorkPool
 
 log = logging.getLogger("dermadistill.app")
 GALLERY = PROJECT_ROOT / "assets" / "gallery"
@@ -35,7 +35,7 @@ def _prepare(classifier):
 
 @st.cache_resource
 def model_registry() -> ModelRegistry:
-    """The process-wide loaded models, one version per name (core.serving.ModelRegistry)."""
+    """The process-wide loaded models, one version per name (core.service.pool.ModelRegistry)."""
     return ModelRegistry(load_model, _prepare)
 
 
@@ -74,7 +74,7 @@ def float_counterpart(classifier):
 
 @st.cache_resource
 def work_pool() -> ModelWorkPool:
-    """The process-wide pool for model work, shared by every session (see core.serving)."""
+    """The process-wide pool for model work, shared by every session (see core.service.pool)."""
     return ModelWorkPool()
 
 
@@ -89,8 +89,12 @@ def request_explanation(classifier, key, image, method, target):
 
 
 def await_result(job, future):
-    """Wait for a pool job; if this script run is interrupted (rerun, browser gone) the job is released."""
-    return work_pool().wait(job, future)
+    """Wait for a pool job. While waiting, an invisible placeholder is touched every quarter second: that `st.*` call
+    is where Streamlit raises when this run is asked to rerun or its browser has gone, and the job is then released
+    (cancelled if no other session waits for it)."""
+    if future.done():
+        return work_pool().wait(job, future)
+    return work_pool().wait(job, future, heartbeat=st.empty().empty)
 
 
 def explanation_for(classifier, key, image, method, target):
@@ -114,6 +118,8 @@ def model_banner(classifier):
     date = ident["date"][:10] if ident["date"] else "date unknown"
     st.caption(f"Answering model: **{MODEL_LABELS.get(ident['name'], ident['name'])}** · file `{ident['sha256']}` · "
                f"{date} · {ident['source']}")
+    if ident.get("site_calibration"):
+        st.caption(f"Confidence and referral threshold from this clinic's {ident['site_calibration']}.")
     seen = st.session_state.setdefault("models_seen", {})
     first = seen.setdefault(ident["name"], ident["sha256"])
     if first != ident["sha256"]:
@@ -124,7 +130,7 @@ def model_banner(classifier):
                    "for trying the software only.")
 
 
-HELD_OUT = {"test": "HAM10000 test split", "external": "ISIC 2018 external validation (504)"}
+HELD_OUT = {"test": "HAM10000 test split", "external": "ISIC 2018 external validation"}
 
 
 def _with_ci(value, ci) -> str:

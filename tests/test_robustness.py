@@ -11,11 +11,11 @@ from hypothesis import strategies as hs
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.auth import LoginThrottle, password_matches
 from core.data.preprocess import ImageError, load_image, preprocess
-from core.models.loader import load_model
 from core.models.pretrained import LITE_MEAN, LITE_STD
-from core.predict import NOT_DERMOSCOPIC, predict_image
+from core.registry.loader import load_model
+from core.registry.predict import NOT_DERMOSCOPIC, predict_image
+from core.service.auth import LoginThrottle, password_matches
 from tests.conftest import ROOT
 from tests.corpus import build_corpus
 

@@ -11,9 +11,10 @@ from core.evaluation.calibration import fit_referral_threshold
 from core.evaluation.ood import NOT_DERMOSCOPIC, dermoscopy_check, fit_ood, mahalanobis_distance
 from core.evaluation.report import bootstrap_ci
 from core.models.checkpoint import read_checkpoint, sha256_file
-from core.models.loader import load_model
-from core.predict import Prediction, main as predict_main, predict_image
-from core.promotion import PromotionError, promote
+from core.predict.__main__ import main as predict_main
+from core.registry.loader import load_model
+from core.registry.predict import Prediction, predict_image
+from core.registry.promotion import PromotionError, promote
 from tests.conftest import FIXTURE, ROOT, SHARED
 from tests.corpus import build_negative_corpus
 
@@ -128,8 +129,8 @@ def test_feature_distance_flags_far_points():
 def test_energy_under_tta_uses_the_plain_view(shipped):
     """Energy differs between a real lesion and a solid colour under TTA (it is not a function of the averaged
     probabilities)."""
-    from core.evaluation.calibration import energy_score
     from core.data.preprocess import preprocess
+    from core.evaluation.calibration import energy_score
 
     classifier = shipped["quantized"]
     cfg = classifier.config

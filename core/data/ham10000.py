@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.classes import CLASS_TO_INDEX, CLASSES
+from core.data.external_sample import sample_ids
 
 METADATA_FILE = "HAM10000_metadata.csv"
 HAM10000_IMAGES = 10015  # the full data set; a run on fewer images (the demo subset, a fixture) is a demo
@@ -96,11 +97,13 @@ def load_ham10000(data_dir: Path) -> list:
 
 
 def load_external(external_dir: Path) -> list:
-    """Records of a labelled external set: labels.csv (image_id, dx) and the images below the folder."""
+    """Records of a labelled external set: labels.csv (image_id, dx) and the images below the folder, without the
+    images shipped in assets/external_sample.zip (they are in the app: no figure may count them as unseen)."""
     external_dir = Path(external_dir)
     if not (external_dir / "labels.csv").is_file():
         raise DatasetError(f"{external_dir} has no labels.csv (image_id,dx)")
-    return read_labels(external_dir / "labels.csv", external_dir)
+    shipped = sample_ids()
+    return [r for r in read_labels(external_dir / "labels.csv", external_dir) if r.image_id not in shipped]
 
 
 def content_duplicate_groups(records) -> dict:

@@ -9,6 +9,7 @@ checked against the manifest's split fingerprint) and the HAM10000 lesion masks.
 """
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -17,39 +18,18 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam and lime draw their own bars
 
-import numpy as np  # noqa: E402
 
 from core.classes import CLASSES  # noqa: E402
 from core.data.ham10000 import DatasetError  # noqa: E402
 from core.data.preprocess import ImageError, load_image  # noqa: E402
 from core.explain.heatmaps import METHODS, explain  # noqa: E402
 from core.models.checkpoint import CheckpointError  # noqa: E402
-from core.models.loader import load_with_counterpart, with_batch_runtime  # noqa: E402
+from core.explain.chosen import record_measured  # noqa: E402
+from core.explain.masked_cases import masked_cases  # noqa: E402
+from core.explain.scores import mean_scores  # noqa: E402
+from core.registry.loader import load_with_counterpart, shipped_split, with_batch_runtime  # noqa: E402
 
 MODELS = ("teacher", "student", "quantized")
-
-
-def evaluate(data_dir, split_name: str, n: int, models=MODELS, methods=tuple(METHODS), progress=None) -> dict:
-    """{model: {method: {energy_in_lesion, lesion_area_fraction, pointing_game, faithfulness, seconds, n}}}."""
-    from core.explain.masked_cases import masked_cases
-    from core.explain.scores import explanation_scores
-
-    cases = masked_cases(data_dir, split_name, n)
-    results = {}
-    for model_name in models:
-        classifier, counterpart = load_with_counterpart(model_name)
-        with_batch_runtime(classifier)  # the app's runtime for perturbed inputs (same maps, tested)
-        rows = {m: [] for m in methods}
-        for case in cases:
-            for method in methods:
-                e = explain(classifier, case.image, method, float_classifier=counterpart)
-                rows[method].append(explanation_scores(classifier, case.image, case.mask, e))
-                if progress:
-                    progress(model_name, method, case.image_id)
-        results[model_name] = {
-            m: {**{k: float(np.mean([r[k] for r in rs])) for k in rs[0]}, "n": len(rs)} for m, rs in rows.items()
-        }
-    return results
 
 
 def main(argv=None) -> int:
@@ -69,7 +49,13 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to score")
     p.add_argument("--json", dest="json_out")
+    p.add_argument("--record", action="store_true",
+                   help="with --evaluate: store each model file's scores beside its settings (weights/"
+                        "explain_settings.json), where the app's map captions read them")
     a = p.parse_args(argv)
+    if a.record and (not a.evaluate or a.split == "train"):
+        print("error: --record stores scores of --evaluate on held-out images (--split val or test)", file=sys.stderr)
+        return 2
     if a.target and a.target not in CLASSES:
         print(f"error: unknown class {a.target!r}; choose from {', '.join(CLASSES)}", file=sys.stderr)
         return 2
@@ -83,8 +69,17 @@ def main(argv=None) -> int:
             if unknown:
                 raise ValueError(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
             bar = tqdm(total=a.n * len(models) * len(methods), file=sys.stderr, disable=False, desc="explaining")
-            result = evaluate(a.data_dir, a.split, a.n, models, methods, progress=lambda *_: bar.update(1))
+            cases = masked_cases(a.data_dir, a.split, a.n, *shipped_split())
+            pairs = {name: load_with_counterpart(name) for name in models}
+            for classifier, _ in pairs.values():
+                with_batch_runtime(classifier)  # the app's runtime for perturbed inputs (same maps, tested)
+            result = mean_scores(pairs, cases, methods, progress=lambda *_: bar.update(1))
             bar.close()
+            if a.record:
+                command = "python -m core.explain " + " ".join(argv if argv is not None else sys.argv[1:])
+                for name, (classifier, _) in pairs.items():
+                    record_measured(classifier.sha256, result[name], {
+                        "split": a.split, "command": command, "date": dt.date.today().isoformat()})
             text = json.dumps(result, indent=2)
             if a.json_out:
                 Path(a.json_out).write_text(text)

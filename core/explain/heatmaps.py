@@ -7,7 +7,7 @@ parameters are frozen; gradients flow from a requires-grad input instead, so no 
 The int8 ONNX model has no gradients: Grad-CAM runs on its fp32 counterpart (and says so);
 Score-CAM takes activation maps from the fp32 counterpart and scores every masked input with the
 int8 model itself; LIME runs on the int8 model directly. A torch model with an ONNX Runtime twin
-attached (`core.models.loader.with_batch_runtime`) likewise scores Score-CAM's masked inputs and
+attached (`core.registry.loader.with_batch_runtime`) likewise scores Score-CAM's masked inputs and
 LIME's samples in ONNX Runtime, the fastest runtime measured; Grad-CAM always runs on torch.
 """
 
@@ -28,7 +28,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from core.data.preprocess import preprocess, resize_uint8, to_model_tensor
-from core.explain.chosen import chosen_settings
+from core.explain.chosen import chosen_settings, measured_scores
 
 LIME_VIEW_SIZE = 224  # SLIC superpixels are found on a 224 px view, so they follow lesion structure
 
@@ -308,6 +308,21 @@ def describe_settings(method: str, settings: dict) -> str:
     return f"{text}; {settings.get('chosen_by', 'built-in defaults (not searched for this model)')}"
 
 
+def plain_caption(method: str, settings: dict, class_name: str) -> str:
+    """One plain sentence under a map: what warm colours mean, and how far to trust the map (its measured lesion
+    overlap on held-out images, when measured for this model file)."""
+    what = {"lime": "The outlined, warm patches are the parts of the image that most raised",
+            "gradcam": "Warm colours mark the regions that most raised",
+            "scorecam": "Warm colours mark the regions that most raised"}[method]
+    text = f"{what} the model's score for {class_name}."
+    m = settings.get("measured")
+    if not m:
+        return text + " Its agreement with lesion borders was not measured for this model: a rough guide only."
+    hits = round(m["pointing_game"] * m["n"])
+    return (text + f" On {m['n']} held-out images with a reference lesion border, its hottest point fell inside "
+            f"the lesion in {hits} ({m['pointing_game']:.0%}). It shows what the model used, not where disease is.")
+
+
 METHODS = {"gradcam": explain_gradcam, "scorecam": explain_scorecam, "lime": explain_lime}
 METHOD_LABELS = {"gradcam": "Grad-CAM", "scorecam": "Score-CAM", "lime": "LIME"}
 
@@ -333,6 +348,9 @@ def explain(classifier, image: Image.Image, method: str, target=None, opacity: f
     heat, settings, notes = result[:3]
     if provenance and not method_settings:
         settings["chosen_by"] = provenance["summary"]
+        measured = measured_scores(method, classifier.sha256)
+        if measured:
+            settings["measured"] = measured
     heatmap = _to_image_size(heat, image.size)
     outline = None
     if method == "lime":  # outline the top positive superpixels

@@ -14,7 +14,6 @@ from core.data.ham10000 import DatasetError, find_mask, load_ham10000
 from core.data.preprocess import load_image
 from core.data.split import recompute_split
 from core.explain.scores import load_mask
-from core.models.loader import read_manifest
 from core.paths import resolve_data_dir
 
 
@@ -25,18 +24,20 @@ class MaskedCase:
     mask: np.ndarray  # boolean, at the image's size
 
 
-def masked_cases(data_dir, split_name: str, n: int, sample_seed: int = None) -> list:
-    """`n` images of `split_name` with lesion masks, decoded once (sample_seed None: the split's seed)."""
+def masked_cases(data_dir, split_name: str, n: int, split_seed: int, split_fingerprint=None,
+                 sample_seed: int = None) -> list:
+    """`n` images of `split_name` with lesion masks, decoded once (sample_seed None: the split's seed).
+
+    The split is recomputed from `split_seed` and checked against `split_fingerprint` (the shipped
+    models' split: `core.registry.loader.shipped_split()`)."""
     data_dir = resolve_data_dir(data_dir)
     records = load_ham10000(data_dir)
-    entry = read_manifest().get("models", {}).get("student", {})
-    seed = int(entry.get("seed", 42))
-    split = recompute_split(records, seed, entry.get("split_fingerprint"))
+    split = recompute_split(records, split_seed, split_fingerprint)
     chosen = set(split[split_name])
     candidates = [r for r in records if r.image_id in chosen and find_mask(data_dir, r.image_id)]
     if not candidates:
         raise DatasetError(f"no {split_name} images with lesion masks below {data_dir}")
-    rng = np.random.default_rng(seed if sample_seed is None else sample_seed)
+    rng = np.random.default_rng(split_seed if sample_seed is None else sample_seed)
     picked = [candidates[i] for i in sorted(rng.choice(len(candidates), size=min(n, len(candidates)), replace=False))]
     cases = []
     for record in picked:

@@ -13,6 +13,7 @@ from pytorch_grad_cam.metrics.road import ROADCombined
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
 from core.data.preprocess import preprocess
+from core.explain.heatmaps import explain
 
 ROAD_PERCENTILES = (20, 40, 60, 80)
 
@@ -68,3 +69,21 @@ def explanation_scores(classifier, image: Image.Image, mask: np.ndarray, explana
     scores["faithfulness"] = road_faithfulness(classifier, image, explanation.heatmap, target)
     scores["seconds"] = explanation.seconds
     return scores
+
+
+def mean_scores(pairs: dict, cases, methods, progress=None) -> dict:
+    """{model: {method: {energy_in_lesion, lesion_area_fraction, pointing_game, faithfulness, seconds, n}}}:
+    each method's scores averaged over the masked cases, for `pairs` {name: (classifier, float counterpart)}."""
+    results = {}
+    for model_name, (classifier, counterpart) in pairs.items():
+        rows = {m: [] for m in methods}
+        for case in cases:
+            for method in methods:
+                e = explain(classifier, case.image, method, float_classifier=counterpart)
+                rows[method].append(explanation_scores(classifier, case.image, case.mask, e))
+                if progress:
+                    progress(model_name, method, case.image_id)
+        results[model_name] = {
+            m: {**{k: float(np.mean([r[k] for r in rs])) for k in rs[0]}, "n": len(rs)} for m, rs in rows.items()
+        }
+    return results

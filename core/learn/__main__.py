@@ -9,8 +9,8 @@ from collections import Counter
 
 from core.data.ham10000 import DatasetError
 from core.learn.case_bank import build_case_bank
-from core.models.loader import read_manifest
 from core.paths import PROJECT_ROOT, resolve_data_dir
+from core.registry.loader import read_manifest
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,11 @@ class QuizSet:
     def outcomes(self) -> tuple:
         return self.classes if self.task == "diagnosis" else (BENIGN, MALIGNANT)
 
+    @property
+    def asks_malignancy(self) -> bool:
+        """Ask benign/malignant beside the diagnosis? Not where two choices already say it (melanoma vs nevus)."""
+        return self.task == "malignancy" or len(self.classes) > 2
+
 
 QUIZ_SETS = {s.name: s for s in (
     QuizSet("all", "All seven classes", CLASSES, "diagnosis"),
@@ -65,6 +70,32 @@ class Answer:
         if quiz_set.task == "diagnosis":
             return self.truth, self.learner, self.model
         return malignancy(self.truth), self.learner_malignancy or malignancy(self.learner), malignancy(self.model)
+
+
+MARK_CODES = {"x": "", "b": BENIGN, "m": MALIGNANT}
+
+
+def encode_answers(answers) -> str:
+    """A quiz's answers as a short text for the page's address: two characters per answered case, the
+    diagnosis's class index and the benign/malignant mark (b, m, or x for none). Kept in the browser's
+    URL, a quiz survives a refresh while the server stores nothing about the learner."""
+    marks = {v: k for k, v in MARK_CODES.items()}
+    return "".join(f"{CLASSES.index(a.learner)}{marks[a.learner_malignancy]}" for a in answers)
+
+
+def decode_answers(text: str, quiz_set: QuizSet, n_cases: int) -> list:
+    """[(diagnosis, mark), ...] from `encode_answers` text; ValueError for text this quiz cannot hold."""
+    if len(text) % 2 or len(text) // 2 > n_cases:
+        raise ValueError("answers do not fit this quiz")
+    pairs = []
+    for index, mark in zip(text[::2], text[1::2]):
+        if not index.isdigit() or int(index) >= len(CLASSES) or mark not in MARK_CODES:
+            raise ValueError(f"unreadable answer {index + mark!r}")
+        dx = CLASSES[int(index)]
+        if dx not in quiz_set.classes or (quiz_set.task == "malignancy" and not MARK_CODES[mark]):
+            raise ValueError(f"answer {index + mark!r} is not one this set asks for")
+        pairs.append((dx, MARK_CODES[mark]))
+    return pairs
 
 
 def _accuracies(truth, answer) -> dict:
