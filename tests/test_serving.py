@@ -65,6 +65,7 @@ def test_predictions_jump_the_queue_of_explanations():
 
 RERUN_SCRIPT = '''
 import threading
+import time
 
 import streamlit as st
 
@@ -85,14 +86,19 @@ if "started" not in st.session_state:
     pool.submit("busy", gate.wait, 60)  # the only worker is busy: the next job stays queued
     common.await_result(("queued",), pool.submit(("queued",), lambda: "computed"))
     st.text("never shown: the rerun interrupted the wait")
-else:
+else:  # with fast reruns (the default) this run starts at once; the old run stops at its next heartbeat
+    deadline = time.time() + 10
+    while pool.stats()["cancelled"] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    st.text(f"after the rerun: cancelled {pool.stats()['cancelled']} computed {pool.stats()['computed']}")
     gate.set()
 '''
 
 
 def test_a_rerun_in_a_real_server_cancels_the_job_its_page_was_waiting_for(tmp_path):
-    """Streamlit raises a rerun at the page's next st.* call, never inside a blocking wait: the page helper's
-    heartbeat is that call, so a real server's rerun releases (cancels) the queued job it was waiting for."""
+    """Streamlit stops a run at the page's next st.* call, never inside a blocking wait: the page helper's
+    heartbeat is that call, so a real server's rerun releases (cancels) the queued job the old run was waiting
+    for. With fast reruns the new run starts before the old one has stopped, so the new run waits to see it."""
     import asyncio
     import os
     import subprocess
@@ -140,12 +146,12 @@ def test_a_rerun_in_a_real_server_cancels_the_job_its_page_was_waiting_for(tmp_p
                 await asyncio.sleep(1.0)
                 await session.send(rerun_script=ClientState())
                 second = await texts_until(session, lambda m, seen: m.WhichOneof("type") == "script_finished"
-                                           and any(t.startswith("cancelled") for t in seen))
+                                           and any(t.startswith("after the rerun") for t in seen))
                 return first, second
 
         first, second = asyncio.run(talk())
         assert first == ["cancelled 0 computed 0"]
-        assert "cancelled 1 computed 0" in second and not any("never shown" in t for t in second), second
+        assert "after the rerun: cancelled 1 computed 0" in second and not any("never shown" in t for t in second), second
     finally:
         proc.terminate()
         log = proc.communicate(timeout=20)[0].decode(errors="replace")
