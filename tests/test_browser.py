@@ -80,7 +80,8 @@ def test_bookmarked_page_is_the_first_request_after_a_restart(server):
 
 @needs_chromium
 def test_learn_plays_three_cases(server):
-    """A learner answers and reveals three cases; the revealed state is saved as a screenshot."""
+    """A learner answers and reveals three cases, refreshing the browser after the second; the revealed state is
+    saved as a screenshot."""
     from playwright.sync_api import expect
 
     with chromium() as browser:
@@ -95,6 +96,12 @@ def test_learn_plays_three_cases(server):
             # "Teaching note —" is the note itself; plain "Teaching note" also matches the sources expander
             expect(page.get_by_text("Teaching note —")).to_be_visible(timeout=180_000)
             expect(page.get_by_text(f"Your score ({n} case")).to_be_visible(timeout=60_000)
+            if n == 2:  # a refresh mid-quiz keeps the case, its reveal and the score (all in the address)
+                assert "answers=" in page.url, page.url
+                page.reload()
+                expect(page.get_by_text("Case 2 of")).to_be_visible(timeout=90_000)
+                expect(page.get_by_text("Ground truth:")).to_be_visible(timeout=60_000)
+                expect(page.get_by_text("Your score (2 case")).to_be_visible(timeout=60_000)
             if n == 3:
                 expect(page.get_by_text("Download this session (CSV)")).to_be_visible(timeout=60_000)
                 page.screenshot(path=str(ARTIFACTS / "learn_revealed.png"), full_page=True)
@@ -102,3 +109,46 @@ def test_learn_plays_three_cases(server):
                 page.get_by_role("button", name="Next case").click()
         text = page.inner_text("body")
     assert "Traceback" not in text and "HAM10000" in text
+
+
+@needs_chromium
+def test_learn_presenter_steps_by_keyboard(server):
+    """Presenter mode: the image alone first, arrow keys step through the maps, the answer only at the last step."""
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server}/learn?presenter=1&case=1&step=Case")
+        expect(page.get_by_text("Case 1 of")).to_be_visible(timeout=90_000)
+        expect(page.get_by_role("button", name="Next ▶")).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "learn_presenter_case.png"))
+        assert "Teaching note —" not in page.inner_text("body")
+        for _ in range(4):  # Case -> Grad-CAM -> Score-CAM -> LIME -> Answer
+            page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not a widget
+            page.keyboard.press("ArrowRight")
+            page.wait_for_timeout(500)
+            expect(page.get_by_text("Running...")).to_have_count(0, timeout=180_000)
+        expect(page.get_by_text("Teaching note —")).to_be_visible(timeout=180_000)
+        assert "step=answer" in page.url.lower(), page.url
+        page.screenshot(path=str(ARTIFACTS / "learn_presenter_answer.png"))
+        assert "Traceback" not in page.inner_text("body")
+
+
+@needs_chromium
+def test_compare_evaluates_the_shipped_sample(server):
+    """Compare models, "Your images": the shipped external sample evaluated by the three models, as a researcher
+    would try it first."""
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(f"{server}/compare")
+        expect(page.get_by_role("heading", name="Compare models")).to_be_visible(timeout=90_000)
+        page.get_by_text("try it: the shipped sample").click()
+        page.get_by_role("button", name="Check and evaluate").click()
+        expect(page.get_by_text("images evaluated:")).to_be_visible(timeout=300_000)
+        expect(page.get_by_text("Download per-image predictions (CSV)")).to_be_visible(timeout=60_000)
+        page.get_by_text("Download per-image predictions (CSV)").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "compare_your_images.png"), full_page=True)
+        text = page.inner_text("body")
+    assert "21 images evaluated" in text and "Traceback" not in text

@@ -112,3 +112,17 @@ def test_core_layers_import_downwards_only():
                 upward.append(f"{module} -> {target}")
     assert not upward, f"imports up the pipeline: {upward}"
     assert not into_cli, f"imports of a CLI: {into_cli}"
+
+
+def test_readme_results_are_the_manifests():
+    """README's headline tables are what `python -m core.release --tables` prints from the shipped manifest: a
+    re-release that changes a number fails here until README quotes the new one."""
+    from core.registry.loader import read_manifest
+    from core.registry.manifest_tables import referral_table, results_table
+
+    manifest = read_manifest()
+    readme = (ROOT / "README.md").read_text()
+    rows = results_table(manifest).splitlines()[2:] + referral_table(manifest, "0.90").splitlines()[2:]
+    assert len(rows) == 6
+    missing = [row for row in rows if row not in readme]
+    assert not missing, "README differs from `python -m core.release --tables`:\n" + "\n".join(missing)

@@ -3,6 +3,7 @@
   python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \\
       --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
   python -m core.release --recalibrate --data-dir DIR
+  python -m core.release --tables          # the manifest's headline tables, as README and docs quote them
 
 From runs: takes the teacher's and student's best.pt. With --recalibrate: keeps the shipped teacher and
 student weights and re-fits what their files store about answers (temperature, uncertain and referral
@@ -21,6 +22,8 @@ import sys
 from core.data.ham10000 import DatasetError
 from core.evaluation.report import SUMMARY
 from core.models.checkpoint import CheckpointError
+from core.registry.loader import read_manifest
+from core.registry.manifest_tables import manifest_tables
 from core.registry.release import ReleaseError, release
 
 
@@ -40,7 +43,11 @@ def main(argv=None) -> int:
     p.add_argument("--scratch-teacher-commit", default="",
                    help="git commit of the code that trained --scratch-teacher, written beside its command")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tables", action="store_true", help="print the shipped manifest's headline tables (Markdown)")
     a = p.parse_args(argv)
+    if a.tables:
+        print(manifest_tables(read_manifest()))
+        return 0
     if a.recalibrate == bool(a.teacher_run and a.student_run):
         p.error("give either --teacher-run and --student-run, or --recalibrate")
     try:
