@@ -10,6 +10,7 @@ import streamlit as st
 from core.classes import FULL_NAMES
 from core.data.preprocess import ImageError, load_image, working_copy
 from core.evaluation.calibration import referral_key
+from core.evaluation.report import summary_rows
 from core.explain.chosen import chosen_settings
 from core.explain.heatmaps import explain
 from core.models.checkpoint import CheckpointError
@@ -133,37 +134,11 @@ def model_banner(classifier):
 HELD_OUT = {"test": "HAM10000 test split", "external": "ISIC 2018 external validation"}
 
 
-def _with_ci(value, ci) -> str:
-    if value is None or value != value:
-        return "—"
-    return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{value:.3f}"
-
-
 def held_out_table(models: dict, target: float, sets: dict = None):
-    """Per model and labelled set (`sets`: key in each model's entry -> label; default the held-out sets): summary
-    metrics and the referral flag's sensitivity / specificity at the model's threshold for `target`, with
-    bootstrap 95% intervals, and the share of real images refused."""
+    """Per model and labelled set (default the held-out sets): `core.evaluation.report.summary_rows` as a table."""
     import pandas as pd
 
-    rows = []
-    for name, entry in models.items():
-        for split, split_label in (sets or HELD_OUT).items():
-            report = entry.get(split)
-            if not report:
-                continue
-            ci = report.get("ci95", {})
-            triage = report.get("triage", {}).get(referral_key(target), {})
-            tci = triage.get("ci95", {})
-            rows.append({"model": name, "images": f"{split_label}, n = {report['n']}",
-                         "accuracy": _with_ci(report["accuracy"], ci.get("accuracy")),
-                         "balanced accuracy": _with_ci(report["balanced_accuracy"], ci.get("balanced_accuracy")),
-                         "macro AUC": _with_ci(report["auc"], ci.get("auc")),
-                         "referral threshold": f"{triage['threshold']:.3f}" if triage else "—",
-                         "referral sensitivity": _with_ci(triage.get("sensitivity"), tci.get("sensitivity")),
-                         "referral specificity": _with_ci(triage.get("specificity"), tci.get("specificity")),
-                         "refused as not dermoscopic": (f"{report['not_dermoscopic_fraction']:.1%}"
-                                                        if "not_dermoscopic_fraction" in report else "—")})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(summary_rows(models, referral_key(target), sets or HELD_OUT))
 
 
 def disclaimer():

@@ -13,10 +13,12 @@ from core.classes import CLASSES, FULL_NAMES
 from core.data.external_sample import SAMPLE_PATH, sample_ids
 from core.data.labelled_upload import UploadError
 from core.distillation.stages import STAGES
+from core.evaluation.calibration import referral_key
 from core.evaluation.clinic import decode_upload, predictions_csv, report_on
 from core.registry.bench import run_bench
 from core.registry.loader import SHIPPED, read_manifest
 from core.registry.predict import referral_target
+from core.service.pdf_report import build_set_summary_pdf
 from pages.common import (HELD_OUT, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer, explanation_for,
                           gallery_items, get_model, guarded, held_out_table, weights_version, work_pool)
 
@@ -258,8 +260,14 @@ def show_your_results(decoded, reports, models):
                                  name="perfect calibration"))
         fig.update_layout(xaxis_title="calibrated confidence (top class)", yaxis_title="accuracy", height=420)
         st.plotly_chart(fig, width="stretch")
-    st.download_button("Download per-image predictions (CSV)", predictions_csv(decoded, reports, target),
-                       file_name="dermadistill-your-images.csv", mime="text/csv", key="yours-csv-download")
+    left, right = st.columns(2)
+    left.download_button("Download per-image predictions (CSV)", predictions_csv(decoded, reports, target),
+                         file_name="dermadistill-your-images.csv", mime="text/csv", key="yours-csv-download")
+    right.download_button("Download a one-page summary (PDF)",  # built on the click
+                          lambda: build_set_summary_pdf(decoded, combined, referral_key(target),
+                                                        {"yours": "your images", **HELD_OUT}),
+                          file_name=f"dermadistill-your-images-{time.strftime('%Y-%m-%d')}.pdf",
+                          mime="application/pdf", key="yours-pdf-download")
 
 
 def render():

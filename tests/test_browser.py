@@ -28,6 +28,15 @@ def chromium():
             browser.close()
 
 
+def settled(page):
+    """Wait until the page's script run has finished (Streamlit shows "Running..." meanwhile and keeps the previous
+    run's widgets, stale, until then)."""
+    from playwright.sync_api import expect
+
+    page.wait_for_timeout(500)
+    expect(page.get_by_text("Running...")).to_have_count(0, timeout=180_000)
+
+
 @needs_chromium
 def test_diagnose_in_a_real_browser(server):
     """A held-out melanoma: the model banner, the answer with its referral line, three maps and the PDF."""
@@ -90,6 +99,7 @@ def test_learn_plays_three_cases(server):
         for n in (1, 2, 3):
             expect(page.get_by_text(f"Case {n} of")).to_be_visible(timeout=90_000)
             expect(page.get_by_text("Ground truth:")).to_have_count(0, timeout=60_000)  # nothing before Reveal
+            settled(page)  # the previous case's widgets are gone
             page.get_by_text("Melanocytic nevi (nv)").first.click()
             page.get_by_role("button", name="Reveal").click()
             expect(page.get_by_text("Ground truth:")).to_be_visible(timeout=60_000)
@@ -121,13 +131,13 @@ def test_learn_presenter_steps_by_keyboard(server):
         page.goto(f"{server}/learn?presenter=1&case=1&step=Case")
         expect(page.get_by_text("Case 1 of")).to_be_visible(timeout=90_000)
         expect(page.get_by_role("button", name="Next ▶")).to_be_visible(timeout=60_000)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+                               ".some(i => i.complete && i.naturalWidth > 0)", timeout=60_000)  # the case's image
         page.screenshot(path=str(ARTIFACTS / "learn_presenter_case.png"))
         assert "Teaching note —" not in page.inner_text("body")
         for _ in range(4):  # Case -> Grad-CAM -> Score-CAM -> LIME -> Answer
-            page.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not a widget
             page.keyboard.press("ArrowRight")
-            page.wait_for_timeout(500)
-            expect(page.get_by_text("Running...")).to_have_count(0, timeout=180_000)
+            settled(page)
         expect(page.get_by_text("Teaching note —")).to_be_visible(timeout=180_000)
         assert "step=answer" in page.url.lower(), page.url
         page.screenshot(path=str(ARTIFACTS / "learn_presenter_answer.png"))

@@ -153,7 +153,7 @@ def test_lime_samples_built_at_model_size_keep_the_top_superpixels(monkeypatch):
     fast = explain(student, image, "lime", num_samples=300)
 
     class PerSamplePil(lime_image.LimeImageExplainer):
-        def __init__(self, to_model, size, **kwargs):
+        def __init__(self, to_model, size, shown=None, **kwargs):
             super().__init__(**kwargs)
 
         def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
@@ -288,6 +288,24 @@ def test_batched_lime_perturbations_equal_lime_s_own():
     batches = [(20, 24, 24, 3)] * 2 + [(10, 24, 24, 3)]
     assert [b.shape for b in seen["ours"]] == [b.shape for b in seen["lime"]] == batches
     assert all(np.array_equal(a, b) for a, b in zip(seen["ours"], seen["lime"]))
+
+
+def test_lime_explains_the_prediction_s_own_input():
+    """LIME's unperturbed sample is the tensor the model predicts on (one preprocessing path), not a resize of
+    LIME's 224 px view."""
+    import torch
+
+    from core.data.preprocess import preprocess
+    from tests.conftest import ROOT
+
+    student = load_model("student", root=ROOT / "weights")
+    cfg = student.config
+    image = Image.open(sorted((ROOT / "assets" / "gallery").glob("*.jpg"))[2]).convert("RGB")
+    batches = []
+    batch_logits = student.batch_logits
+    student.batch_logits = lambda x: batches.append(x.clone()) or batch_logits(x)
+    explain(student, image, "lime", num_samples=100)
+    assert torch.equal(batches[0][0], preprocess(image, cfg.img_size, cfg.mean, cfg.std)[0])
 
 
 def test_measured_scores_become_a_plain_caption_and_follow_the_settings(private_weights):

@@ -148,6 +148,25 @@ def test_upload_figures_equal_core_evaluate(use_weights, tmp_path):
     assert np.isclose(float(rows[0]["student_malignancy_risk"]), report["predictions"]["malignancy_risk"][0], atol=1e-4)
 
 
+def test_one_page_pdf_summary_carries_the_figures(use_weights):
+    """The PDF summary of an uploaded set is one page with each model's figures as the app's table prints them."""
+    from pypdf import PdfReader
+
+    from core.evaluation.report import summary_rows
+    from core.registry.loader import load_model
+    from core.service.pdf_report import build_set_summary_pdf
+
+    student = load_model("student")
+    decoded = decode_upload({student.config.img_size}, zip_bytes=make_zip(good_entries()))
+    models = {"student": {"yours": report_on(student, decoded)}}
+    pdf = PdfReader(io.BytesIO(build_set_summary_pdf(decoded, models, "0.90", {"yours": "your images"})))
+    text = " ".join(pdf.pages[0].extract_text().split())
+    row = summary_rows(models, "0.90", {"yours": "your images"})[0]
+    assert len(pdf.pages) == 1
+    assert f"your images, n = {len(IMAGES)}" in text and row["balanced accuracy"].split(" ")[0] in text
+    assert "resampling lesions" in text and "not a diagnostic device" in text  # the CSV has lesion_id
+
+
 def test_compare_page_evaluates_a_small_zip(private_weights):
     from streamlit.testing.v1 import AppTest
 
@@ -158,7 +177,7 @@ def test_compare_page_evaluates_a_small_zip(private_weights):
     at.button(key="yours-go").click().run()
     assert not at.exception
     assert any(f"{len(IMAGES)} images evaluated" in s.value for s in at.success)
-    assert any("yours-csv-download" == b.key for b in at.get("download_button"))
+    assert {"yours-csv-download", "yours-pdf-download"} <= {b.key for b in at.get("download_button")}
     at.file_uploader(key="yours-zip").set_value([("bad.zip", make_zip([("../x.jpg", b"x")]), "application/zip")])
     at.run()
     at.button(key="yours-go").click().run()

@@ -131,3 +131,35 @@ def records_report(classifier, records, indices=None, progress=None, tta=None) -
     if classifier.gate is not None:
         gate_images = cached_images(records, classifier.gate.config.img_size)[indices]
     return split_report(classifier, images[indices], labels, groups=lesions, tta=tta, gate_images=gate_images)
+
+
+def with_ci(value, ci=None) -> str:
+    """`0.655 (0.589–0.723)`: a figure with its 95% interval, as every table of the project prints it."""
+    if value is None or value != value:
+        return "—"
+    return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{value:.3f}"
+
+
+def summary_rows(models: dict, target_key: str, sets: dict) -> list:
+    """Per model and labelled set (`sets`: key in each model's entry -> label): summary metrics and the referral
+    flag's sensitivity / specificity at the model's threshold for `target_key`, with their 95% intervals, and the
+    share of real images refused. One row format for the app's tables and the PDF summary."""
+    rows = []
+    for name, entry in models.items():
+        for split, split_label in sets.items():
+            report = entry.get(split)
+            if not report:
+                continue
+            ci = report.get("ci95", {})
+            triage = report.get("triage", {}).get(target_key, {})
+            tci = triage.get("ci95", {})
+            rows.append({"model": name, "images": f"{split_label}, n = {report['n']}",
+                         "accuracy": with_ci(report["accuracy"], ci.get("accuracy")),
+                         "balanced accuracy": with_ci(report["balanced_accuracy"], ci.get("balanced_accuracy")),
+                         "macro AUC": with_ci(report["auc"], ci.get("auc")),
+                         "referral threshold": f"{triage['threshold']:.3f}" if triage else "—",
+                         "referral sensitivity": with_ci(triage.get("sensitivity"), tci.get("sensitivity")),
+                         "referral specificity": with_ci(triage.get("specificity"), tci.get("specificity")),
+                         "refused as not dermoscopic": (f"{report['not_dermoscopic_fraction']:.1%}"
+                                                        if "not_dermoscopic_fraction" in report else "—")})
+    return rows

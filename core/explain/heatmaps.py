@@ -239,17 +239,21 @@ class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
     """lime's explainer with its perturbed samples built directly as model input: the view, its hidden-superpixel
     fill and the superpixel map are brought to the model's input size once (`to_model`: N x H x W x 3 views ->
     N x C x size x size tensors), then each batch is one torch.where between the two. The same random draws as
-    lime's loop over samples and superpixels, without a resize per sample; `classifier_fn` receives tensors."""
+    lime's loop over samples and superpixels, without a resize per sample; `classifier_fn` receives tensors.
+    `shown`: the unperturbed image exactly as the model sees it when it predicts (C x size x size), so LIME
+    explains the prediction's own input; default: the view through `to_model`."""
 
-    def __init__(self, to_model, size: int, **kwargs):
+    def __init__(self, to_model, size: int, shown=None, **kwargs):
         super().__init__(**kwargs)
-        self.to_model, self.size = to_model, size
+        self.to_model, self.size, self.shown = to_model, size, shown
 
     def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
         n_features = np.unique(segments).shape[0]
         data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1  # the first sample is the image itself, as in lime
         shown, hidden = self.to_model(np.stack([image, fudged_image])).contiguous()  # torch.where is slower on strides
+        if self.shown is not None:
+            shown = self.shown.contiguous()
         superpixels = nearest_resize(segments, self.size)
         labels = []
         for start in range(0, num_samples, batch_size):
@@ -282,6 +286,7 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     segmenter = SegmentationAlgorithm("slic", n_segments=n_segments, compactness=10, sigma=1, start_label=0,
                                       random_seed=seed)
     explainer = BatchedLimeImageExplainer(lambda views: lime_batch_to_model(views, cfg), cfg.img_size,
+                                          shown=preprocess(image, cfg.img_size, cfg.mean, cfg.std)[0],
                                           random_state=seed)
     exp = explainer.explain_instance(view, classifier_fn, labels=(target,), top_labels=None,
                                      hide_color=LIME_HIDE[hide](view),
@@ -348,9 +353,9 @@ def explain(classifier, image: Image.Image, method: str, target=None, opacity: f
     heat, settings, notes = result[:3]
     if provenance and not method_settings:
         settings["chosen_by"] = provenance["summary"]
-        measured = measured_scores(method, classifier.sha256)
-        if measured:
-            settings["measured"] = measured
+    measured = None if method_settings else measured_scores(method, classifier.sha256)
+    if measured:  # scores of this file's maps as made here (a new search of its settings drops them)
+        settings["measured"] = measured
     heatmap = _to_image_size(heat, image.size)
     outline = None
     if method == "lime":  # outline the top positive superpixels

@@ -4,13 +4,13 @@ README and docs quote these tables; `python -m core.release --tables` prints the
 from the manifest a release wrote rather than from a hand copy.
 """
 
+from core.evaluation.report import with_ci
+
 MODELS = ("teacher", "student", "quantized")
 
 
 def _value(report: dict, key: str, ci: bool = False) -> str:
-    text = f"{report[key]:.3f}"
-    low_high = report.get("ci95", {}).get(key)
-    return f"{text} ({low_high[0]:.3f}–{low_high[1]:.3f})" if ci and low_high else text
+    return with_ci(report[key], report.get("ci95", {}).get(key) if ci else None)
 
 
 def _rows(header: list, rows: list) -> str:

@@ -1,11 +1,14 @@
-"""Downloadable per-image PDF report (fpdf2): image, prediction, referral advice, explanation overlays and
-the class they explain, the answering model's identity, date and time, and the disclaimer."""
+"""Downloadable PDFs (fpdf2). The per-image report: image, prediction, referral advice, explanation overlays and
+the class they explain, the answering model's identity, date and time, and the disclaimer. The one-page summary of
+a labelled set evaluated on Compare models ("Your images")."""
 
 import datetime as dt
 
+import numpy as np
 from fpdf import FPDF
 
 from core.classes import FULL_NAMES
+from core.evaluation.report import summary_rows
 
 DISCLAIMER = ("DermaDistill is decision support and education software, not a diagnostic device. "
               "It does not replace examination by a qualified clinician; histopathology remains the reference "
@@ -84,5 +87,48 @@ def build_pdf_report(image, file_label: str, prediction, explanations: dict, mod
     for label, text in (settings or {}).items():
         pdf.multi_cell(0, 4, _latin1(f"{label}: {text}"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("helvetica", "I", 8)
+    pdf.multi_cell(0, 4, _latin1(DISCLAIMER + " " + DATA_CREDIT), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+
+def build_set_summary_pdf(decoded, models: dict, target_key: str, sets: dict, now=None) -> bytes:
+    """One-page PDF of a labelled set (`decoded`: core.evaluation.clinic.DecodedSet) evaluated by each model:
+    `models`: name -> {set key: report}, the set under "yours" beside the held-out sets named in `sets`. Says what
+    the intervals resample and how to re-run the figures."""
+    rows = summary_rows(models, target_key, sets)
+    class_counts = decoded.class_counts
+    recall = {name: {c: m["yours"]["per_class"][c]["recall"] for c in class_counts} for name, m in models.items()}
+    lesion_ids = bool(np.any(decoded.lesions != np.array(decoded.image_ids)))
+    now = now or dt.datetime.now(dt.timezone.utc)
+    pdf = FPDF(format="A4", orientation="landscape")
+    pdf.set_auto_page_break(auto=True, margin=12)
+    pdf.add_page()
+    pdf.set_font("helvetica", "B", 15)
+    pdf.cell(0, 9, "DermaDistill - evaluation on your labelled images", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", size=9)
+    pdf.multi_cell(0, 5, _latin1(
+        f"{sum(class_counts.values())} images: " + ", ".join(f"{c} {k}" for c, k in class_counts.items()) +
+        f". 95% bootstrap intervals (your images: resampling {'lesions' if lesion_ids else 'images'}). Referral: "
+        "malignancy risk P(mel)+P(bcc)+P(akiec) at each model's threshold chosen on HAM10000 validation for "
+        f"{float(target_key):.0%} sensitivity. Generated {now.strftime('%Y-%m-%d %H:%M %Z')}. The same figures: "
+        "python -m core.evaluate --model NAME --images DIR --labels CSV."), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    pdf.set_font("helvetica", size=7)
+    columns = list(rows[0]) if rows else []
+    with pdf.table(col_widths=(14, 40, 26, 26, 26, 14, 26, 26, 16)[:len(columns)]) as table:
+        table.row(columns)
+        for row in rows:
+            table.row([_latin1(row[c]) for c in columns])
+    pdf.ln(3)
+    pdf.set_font("helvetica", "B", 9)
+    pdf.cell(0, 6, "Recall per class on your images", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", size=8)
+    with pdf.table(col_widths=(30,) + (20,) * len(class_counts)) as table:
+        table.row(["model"] + [f"{c} (n={k})" for c, k in class_counts.items()])
+        for name, per_class in recall.items():
+            table.row([name] + [f"{per_class[c]:.2f}" for c in class_counts])
+    pdf.ln(3)
+    pdf.set_font("helvetica", "I", 7)
     pdf.multi_cell(0, 4, _latin1(DISCLAIMER + " " + DATA_CREDIT), new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
