@@ -68,6 +68,28 @@ def test_bench_schema(use_weights, tmp_path):
     assert result["models"]["student"]["gflops_per_image"] > 0
 
 
+def test_bench_upload_times_the_your_images_path(use_weights, tmp_path):
+    """`core.bench --upload DIR`: a labelled folder zipped, checked, decoded and evaluated through the work pool,
+    with seconds per step and idle / peak memory (the tiny fixture models; no timing is asserted)."""
+    import shutil
+
+    from core.data.ham10000 import read_labels
+
+    folder = tmp_path / "clinic"
+    (folder / "images").mkdir(parents=True)
+    records = read_labels(FIXTURE / "HAM10000_metadata.csv", FIXTURE)
+    for r in records:
+        shutil.copy(r.path, folder / "images" / f"{r.image_id}.jpg")
+    (folder / "labels.csv").write_text("image_id,dx\n" + "".join(f"{r.image_id},{r.dx}\n" for r in records))
+    out = tmp_path / "upload.json"
+    assert bench.main(["--upload", str(folder), "--models", "student,quantized,student_ort_fp32", "--json",
+                       str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == len(records)
+    assert set(result["seconds"]) == {"check_and_decode", "student", "quantized"}
+    assert result["rss_peak_mb"] > 0 and result["peak_over_idle"] > 0.5
+
+
 def test_predict_json_and_failures(use_weights, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_text("not a jpeg")

@@ -114,15 +114,19 @@ def test_core_layers_import_downwards_only():
     assert not into_cli, f"imports of a CLI: {into_cli}"
 
 
-def test_readme_results_are_the_manifests():
-    """README's headline tables are what `python -m core.release --tables` prints from the shipped manifest: a
-    re-release that changes a number fails here until README quotes the new one."""
+def test_quoted_results_are_the_manifests():
+    """README's and the docs' result tables are what `python -m core.release --tables` prints from the shipped
+    manifest: a re-release that changes a number fails here until every page quotes the new one."""
     from core.registry.loader import read_manifest
-    from core.registry.manifest_tables import referral_table, results_table
+    from core.registry.manifest_tables import gate_table, referral_table, results_table
 
     manifest = read_manifest()
-    readme = (ROOT / "README.md").read_text()
-    rows = results_table(manifest).splitlines()[2:] + referral_table(manifest, "0.90").splitlines()[2:]
-    assert len(rows) == 6
-    missing = [row for row in rows if row not in readme]
-    assert not missing, "README differs from `python -m core.release --tables`:\n" + "\n".join(missing)
+    body = lambda table: table.splitlines()[2:]  # noqa: E731 (rows without the header)
+    quoted = {"README.md": body(results_table(manifest)) + body(referral_table(manifest, "0.90")),
+              "docs/results.md": body(results_table(manifest)),
+              "docs/safety.md": body(referral_table(manifest, "0.90")) + body(referral_table(manifest, "0.95"))
+              + body(gate_table(manifest))}
+    for page, rows in quoted.items():
+        text = (ROOT / page).read_text()
+        missing = [row for row in rows if row not in text]
+        assert not missing, f"{page} differs from `python -m core.release --tables`:\n" + "\n".join(missing)

@@ -5,7 +5,10 @@ Per model, in one run on this machine: params, file_bytes, input_size, batch-1 l
 the student's fp32 ONNX Runtime path (`student_ort_fp32`), so that int8 is compared with the
 fastest fp32 runtime as well as with eager PyTorch; for ONNX models it lists the kernels ONNX Runtime
 actually executed (int8 QLinearConv or float Conv). `--xai` times Grad-CAM, Score-CAM and LIME per
-model on one gallery image instead. Compare ratios within one run only.
+model on one gallery image instead. `--upload DIR` times Compare models' "Your images" path instead: DIR (a
+labelled folder: labels.csv with image_id,dx, and its images) zipped as a browser uploads it, checked, decoded
+and evaluated by each model through the app's work pool, with the process's idle and peak memory.
+Compare ratios within one run only.
 """
 
 import argparse
@@ -15,6 +18,8 @@ from pathlib import Path
 
 from core.models.checkpoint import CheckpointError
 from core.registry.bench import DEFAULT_MODELS, bench_explanations, run_bench
+from core.registry.loader import SHIPPED
+from core.service.upload_bench import bench_upload, folder_zip
 
 
 def main(argv=None) -> int:
@@ -27,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--xai", action="store_true", help="time the explanation methods instead")
     p.add_argument("--xai-models", default="teacher,student,student_ort,quantized",
                    help="with --xai; student_ort: the student with LIME/Score-CAM passes in ONNX Runtime")
+    p.add_argument("--upload", metavar="DIR", help="time the labelled-upload evaluation of this folder instead")
     a = p.parse_args(argv)
     if a.runs < 50:
         print("error: --runs must be >= 50", file=sys.stderr)
@@ -34,7 +40,9 @@ def main(argv=None) -> int:
     names = [m.strip() for m in a.models.split(",") if m.strip()]
     say = lambda what: print(f"benchmarking {what} ...", file=sys.stderr)  # noqa: E731
     try:
-        if a.xai:
+        if a.upload:
+            result = bench_upload(folder_zip(a.upload), [n for n in names if n in SHIPPED], progress=say)
+        elif a.xai:
             result = bench_explanations(a.xai_models.split(","), a.threads, progress=say)
         else:
             result = run_bench(names, a.threads, a.runs, progress=say)

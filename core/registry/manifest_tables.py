@@ -51,10 +51,28 @@ def referral_table(manifest: dict, target: str = "0.90") -> str:
                   "specificity", "external sensitivity", "specificity"], rows)
 
 
+def gate_table(manifest: dict) -> str:
+    """Real dermoscopic images each model's input gate refused, and calibration error, on each held-out set."""
+    rows = []
+    for name in MODELS:
+        entry = manifest["models"][name]
+        row = [name]
+        for split in ("test", "external"):
+            report = entry.get(split)
+            refused = round(report["not_dermoscopic_fraction"] * report["n"]) if report else None
+            row.append(f"{report['not_dermoscopic_fraction']:.1%} ({refused} of {report['n']})" if report else "—")
+        row += [f"{entry[split]['ece']:.3f}" if entry.get(split) else "—" for split in ("test", "external")]
+        row.append("on" if entry["calibration"].get("tta") else "off")
+        rows.append(row)
+    return _rows(["model", "refused as not dermoscopic: HAM test", "external", "ECE test", "ECE external", "TTA"],
+                 rows)
+
+
 def manifest_tables(manifest: dict) -> str:
     """All headline tables, each under a heading naming its source."""
     parts = [f"Release of {manifest.get('created', '?')} (weights/manifest.json)", "", results_table(manifest)]
     for target in sorted(next(iter(manifest["models"].values()))["calibration"].get("referral", {})):
         parts += ["", f"Referral flag at the {float(target):.0%} validation-sensitivity point:", "",
                   referral_table(manifest, target)]
+    parts += ["", "Real images refused by the input gate, and calibration error:", "", gate_table(manifest)]
     return "\n".join(parts)
