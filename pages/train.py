@@ -18,7 +18,8 @@ from core.registry.promotion import (PromotionError, active_summary, candidate_e
 from core.registry.site_calibration import MIN_MALIGNANT_PER_PART, SiteCalibrationError, activate, active_site, fit_site
 from core.registry.site_calibration import rollback as rollback_site
 from core.registry.site_calibration import site_summary
-from core.service.auth import ENV_VAR, LoginThrottle, configured_password, password_matches
+from core.service.auth import (ENV_VAR, SESSION_COOKIE, SESSION_HOURS, LoginThrottle, configured_password,
+                               password_matches, session_token, session_token_valid)
 from core.training.config import RECIPE_IMG_SIZE, TrainConfig, TrainConfigError
 from core.training.jobs import JobError, active_job, cancel_job, eta_seconds, list_runs, run_status, start_job
 from pages.common import get_model, guarded
@@ -51,6 +52,7 @@ def try_login():
         throttle.success(client)
         st.session_state["admin"] = True
         st.session_state["login_message"] = ""
+        st.session_state["admin_cookie"] = session_token(given)  # written into the browser on this run
     else:
         throttle.failure(client)
         st.session_state["login_message"] = "Wrong password."
@@ -62,6 +64,9 @@ def auth_gate() -> bool:
                    f"environment variable `{ENV_VAR}` or `admin_password` in `.streamlit/secrets.toml`, "
                    "then restarts the app.")
         return False
+    password = configured_password(st.secrets)
+    if not st.session_state.get("admin") and session_token_valid(st.context.cookies.get(SESSION_COOKIE), password):
+        st.session_state["admin"] = True  # a refresh (a new session) of a browser that logged in
     if st.session_state.get("admin"):
         return True
     with st.form("login"):
@@ -321,10 +326,22 @@ def show_site_proposal(proposal):
 
 def log_out():
     st.session_state["admin"] = False
+    st.session_state["admin_cookie"] = ""  # deleted from the browser on this run
+
+
+def write_session_cookie():
+    """Set (after a login) or delete (after a logout) the signed session cookie in the browser, once."""
+    token = st.session_state.pop("admin_cookie", None)
+    if token is None:
+        return
+    life = f"max-age={SESSION_HOURS * 3600}" if token else "max-age=0"
+    st.html(f"<script>document.cookie = '{SESSION_COOKIE}={token}; path=/; {life}; SameSite=Strict';</script>",
+            unsafe_allow_javascript=True)
 
 
 def render():
     st.title("Train (admin)")
+    write_session_cookie()
     if not auth_gate():
         return
     st.button("Log out", on_click=log_out)

@@ -134,12 +134,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ADMIN_PASSWORD = "browser-test-admin"
+
+
 @pytest.fixture()
 def server(request):
     """`streamlit run app.py` on a free loopback port, on the shipped models (tiny ones if none are shipped)."""
     port = free_port()
     weights = ROOT / "weights" if SHIPPED.is_file() else request.getfixturevalue("tiny_weights")
-    env = {**os.environ, "DERMADISTILL_WEIGHTS": str(weights)}
+    env = {**os.environ, "DERMADISTILL_WEIGHTS": str(weights), "DERMADISTILL_ADMIN_PASSWORD": ADMIN_PASSWORD}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

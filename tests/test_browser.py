@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, has_chromium
+from tests.conftest import ADMIN_PASSWORD, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, has_chromium
 
 needs_chromium = pytest.mark.skipif(not has_chromium(), reason="Debian chromium not installed (.ci/run installs it)")
 
@@ -162,3 +162,31 @@ def test_compare_evaluates_the_shipped_sample(server):
         page.screenshot(path=str(ARTIFACTS / "compare_your_images.png"), full_page=True)
         text = page.inner_text("body")
     assert "21 images evaluated" in text and "Traceback" not in text
+
+
+@needs_chromium
+def test_admin_stays_logged_in_across_a_refresh_until_logging_out(server):
+    """Train (admin): a refresh keeps the administrator logged in (signed cookie); after Log out a refresh asks for
+    the password again."""
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(f"{server}/train")
+        page.get_by_label("Admin password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Unlock").click()
+        expect(page.get_by_role("button", name="Log out")).to_be_visible(timeout=60_000)
+        settled(page)
+        page.reload()
+        expect(page.get_by_role("button", name="Log out")).to_be_visible(timeout=60_000)
+        expect(page.get_by_label("Admin password")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "train_after_refresh.png"))
+        other = browser.new_context().new_page()  # another browser profile: no cookie, no access
+        other.goto(f"{server}/train")
+        expect(other.get_by_label("Admin password")).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_label("Admin password")).to_be_visible(timeout=60_000)
+        settled(page)
+        page.reload()
+        expect(page.get_by_label("Admin password")).to_be_visible(timeout=60_000)
+        assert "Traceback" not in page.inner_text("body")

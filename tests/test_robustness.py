@@ -122,3 +122,19 @@ def test_login_throttle_backs_off_and_resets():
 def test_password_comparison():
     assert password_matches("s3cret", "s3cret")
     assert not password_matches("s3cret ", "s3cret") and not password_matches("", "s3cret")
+
+
+def test_admin_session_token_survives_a_refresh_only_while_it_should():
+    """The refresh cookie: valid until its expiry, for this process's secret and this password only."""
+    from core.service.auth import session_token, session_token_valid
+
+    secret = b"k" * 32
+    token = session_token("s3cret", now=1000, hours=1, secret=secret)
+    assert session_token_valid(token, "s3cret", now=1000 + 3599, secret=secret)
+    assert not session_token_valid(token, "s3cret", now=1000 + 3601, secret=secret)  # expired
+    assert not session_token_valid(token, "changed", now=1001, secret=secret)  # the password changed
+    assert not session_token_valid(token, "s3cret", now=1001, secret=b"r" * 32)  # the server restarted
+    expiry, mac = token.split(".")
+    assert not session_token_valid(f"{int(expiry) + 3600}.{mac}", "s3cret", now=1001, secret=secret)  # extended
+    for junk in (None, "", "abc", "1.2.3", f"{expiry}."):
+        assert not session_token_valid(junk, "s3cret", now=1001, secret=secret)

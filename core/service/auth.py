@@ -1,7 +1,10 @@
-"""Admin password check for the Train page: constant-time comparison and throttled failures.
+"""Admin password check for the Train page: constant-time comparison, throttled failures, and a signed session
+token so that a browser refresh does not log the administrator out.
 
 The password comes from the deployer (env DERMADISTILL_ADMIN_PASSWORD or Streamlit secrets,
-read by the page); it is never logged or stored in session state in clear.
+read by the page); it is never logged or stored in session state in clear. The token (kept in a browser cookie)
+holds only an expiry and an HMAC over it, keyed by a per-process secret and the password: it expires after
+SESSION_HOURS, and a server restart or a password change ends every session.
 """
 
 import hashlib
@@ -11,6 +14,9 @@ import threading
 import time
 
 ENV_VAR = "DERMADISTILL_ADMIN_PASSWORD"
+SESSION_COOKIE = "dermadistill_admin"
+SESSION_HOURS = 8
+_PROCESS_SECRET = os.urandom(32)  # new at every start: a restart ends every admin session
 
 
 def configured_password(secrets=None):
@@ -55,3 +61,25 @@ class LoginThrottle:
     def success(self, client: str) -> None:
         with self._lock:
             self._failures.pop(client, None)
+
+
+def _session_mac(password: str, expiry: str, secret: bytes) -> str:
+    key = secret + hashlib.sha256(password.encode()).digest()
+    return hmac.new(key, expiry.encode(), hashlib.sha256).hexdigest()
+
+
+def session_token(password: str, now: float = None, hours: float = SESSION_HOURS, secret: bytes = None) -> str:
+    """`expiry.mac`: proof of a successful login until `expiry` (Unix seconds), for this process and password."""
+    expiry = str(int((time.time() if now is None else now) + hours * 3600))
+    return f"{expiry}.{_session_mac(password, expiry, secret or _PROCESS_SECRET)}"
+
+
+def session_token_valid(token, password: str, now: float = None, secret: bytes = None) -> bool:
+    """True for an unexpired token made by `session_token` in this process with this password."""
+    try:
+        expiry, mac = str(token).split(".", 1)
+        if int(expiry) < (time.time() if now is None else now):
+            return False
+    except ValueError:
+        return False
+    return hmac.compare_digest(mac, _session_mac(password, expiry, secret or _PROCESS_SECRET))
