@@ -118,7 +118,9 @@ def ablation(manifest):
     missing = [s for s in STUDENT_STAGES if s not in {r["stage"] for r in rows}]
     if missing:
         st.caption(f"Not re-run for this release: {', '.join(missing)} (no row).")
-    st.caption(f"Latency from one benchmark run at release: `{manifest.get('bench', {}).get('command', '')}`")
+    unbenchmarked = [r["name"] for r in rows if r.get("latency_ms_p50") is None]
+    st.caption(f"Latency from one benchmark run at release: `{manifest.get('bench', {}).get('command', '')}`"
+               + (f"; not benchmarked (no latency): {', '.join(unbenchmarked)}." if unbenchmarked else ""))
 
 
 def side_by_side():

@@ -134,3 +134,38 @@ def test_sigterm_stops_every_rank_and_keeps_a_loadable_checkpoint(teacher, tmp_p
     state = read_checkpoint(run / "last.pt")
     assert state["epoch"] >= 0 and torch.is_tensor(next(iter(state["state_dict"].values())))
     assert json.loads((run / "progress.json").read_text())["state"] == "cancelled"
+
+
+def test_sync_batchnorm_conversion_keeps_the_activations():
+    """What CUDA + torchrun trains: timm's conversion keeps each BatchNormAct2d's activation (SyncBatchNormAct), so
+    the converted student computes the same eval-mode output as before (torch's own conversion dropped them). On
+    the CPU, SyncBatchNorm refuses to run at all, so the CPU run compares the converted modules instead."""
+    from timm.layers import convert_sync_batchnorm
+    from timm.layers.norm_act import BatchNormAct2d, SyncBatchNormAct
+
+    from core.models.factory import DEFAULT_CONFIGS, create_model
+
+    model = create_model(DEFAULT_CONFIGS["student"](TINY_SIZE)).eval()
+    acts = {n: type(m.act) for n, m in model.named_modules() if isinstance(m, BatchNormAct2d)}
+    assert acts, "the student has no BatchNormAct2d layers"
+    converted = convert_sync_batchnorm(model)
+    synced = {n: m for n, m in converted.named_modules() if isinstance(m, SyncBatchNormAct)}
+    assert set(synced) == set(acts) and all(type(synced[n].act) is acts[n] for n in acts)
+    if torch.cuda.is_available():
+        x = torch.randn(2, 3, TINY_SIZE, TINY_SIZE, device="cuda")
+        with torch.no_grad():
+            before = create_model(DEFAULT_CONFIGS["student"](TINY_SIZE))
+            before.load_state_dict(converted.state_dict())
+            assert torch.allclose(before.cuda().eval()(x).logits, converted.cuda().eval()(x).logits, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CPU case is covered by the trainer tests)")
+def test_cached_teacher_outputs_come_back_on_the_requested_device(tmp_path):
+    from core.distillation.teacher_cache import TeacherOutputCache
+    from core.models.fusion import HybridOutput
+
+    cache = TeacherOutputCache(tmp_path, {"k": 1})
+    out = HybridOutput(torch.randn(2, 7), [torch.randn(2, 7)], [torch.randn(2, 4)], torch.randn(2, 4), torch.ones(2))
+    cache.put(0, 0, [3, 5], out)
+    got = cache.get(0, 0, [3, 5], "cuda")
+    assert got.logits.device.type == "cuda" and all(t.device.type == "cuda" for t in got.exit_logits)
