@@ -65,8 +65,9 @@ def auth_gate() -> bool:
                    "then restarts the app.")
         return False
     password = configured_password(st.secrets)
-    if not st.session_state.get("admin") and session_token_valid(st.context.cookies.get(SESSION_COOKIE), password):
-        st.session_state["admin"] = True  # a refresh (a new session) of a browser that logged in
+    if ("admin" not in st.session_state  # a new session (a refresh) of a browser that logged in; not after Log out
+            and session_token_valid(st.context.cookies.get(SESSION_COOKIE), password)):
+        st.session_state["admin"] = True
     if st.session_state.get("admin"):
         return True
     with st.form("login"):
