@@ -27,6 +27,14 @@ def quantize_command(run_dir, data_dir) -> str:
             f"--data-dir {data_dir} --out weights/quantized.onnx")
 
 
+def package_versions() -> dict:
+    """The exporter's and quantizer's versions: the same recipe gave int8 models 9 points apart in validation
+    balanced accuracy under two sets of these (docs/results.md), so each file records its own."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "onnx", "onnxscript", "onnxruntime")}
+
+
 def build_quantized(student_ckpt, split: dict, records, out_path, n_calibration: int = CALIBRATION_IMAGES,
                     seed: int = 0) -> dict:
     """Write the int8 ONNX model to out_path; returns its calibration dict. `records`: the data set."""
@@ -41,7 +49,7 @@ def build_quantized(student_ckpt, split: dict, records, out_path, n_calibration:
              "float_counterpart": "student", "float_sha256": sha256_file(student_ckpt),
              "quantization": {"method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
                                         "MinMax calibration", "calibration_images": int(len(calib_idx)),
-                              "calibration_split": "train"}}
+                              "calibration_split": "train", "packages": package_versions()}}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, config, Path(tmp) / "fp32.onnx", qmeta)
         quantize_int8(fp32, out_path, images[calib_idx], config, qmeta)
