@@ -14,10 +14,11 @@ from core.data.external_sample import SAMPLE_PATH, sample_ids
 from core.data.labelled_upload import UploadError
 from core.distillation.stages import STAGES
 from core.evaluation.calibration import referral_key
-from core.evaluation.clinic import decode_upload, predictions_csv, report_on
+from core.evaluation.clinic import decode_upload, predictions_csv
 from core.registry.bench import run_bench
 from core.registry.loader import SHIPPED, read_manifest
 from core.registry.predict import referral_target
+from core.service.labelled_set import evaluate_labelled_set
 from core.service.pdf_report import build_set_summary_pdf
 from pages.common import (HELD_OUT, UPLOAD_TYPES, analysed, await_result, data_credit, disclaimer, explanation_for,
                           gallery_items, get_model, guarded, held_out_table, weights_version, work_pool)
@@ -222,12 +223,11 @@ def your_images(models):
         bar.empty()
         st.error("This upload cannot be evaluated:\n" + "\n".join(f"- {p}" for p in exc.problems))
         return
-    reports = {}
-    for i, (name, classifier) in enumerate(classifiers.items()):
-        bar.progress(0.1 + 0.9 * i / len(classifiers), text=f"Evaluating {name} on {len(decoded.image_ids)} images ...")
-        key = ("clinic-report", job[1], classifier.sha256)
-        reports[name] = await_result(key, work_pool().submit(key, report_on, classifier, decoded, priority=2,
-                                                             keep=False))
+    n = len(decoded.image_ids)
+    bar.progress(0.1, text=f"Evaluating on {n} images ...")
+    reports = evaluate_labelled_set(work_pool(), classifiers, decoded, job[1], await_result,
+                                    progress=lambda done, total, name: bar.progress(
+                                        0.1 + 0.9 * done / total, text=f"Evaluating on {n} images: {name} ..."))
     bar.progress(1.0, text="Done")
     decoded.images = {}  # the session keeps the figures, not the pixels
     st.session_state["yours-results"] = (decoded, reports)

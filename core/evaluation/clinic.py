@@ -17,7 +17,7 @@ from core.classes import CLASSES
 from core.data.labelled_upload import read_files, read_zip
 from core.data.preprocess import load_image, resize_uint8
 from core.evaluation.calibration import referral_key
-from core.evaluation.report import split_report
+from core.evaluation.report import model_outputs_on, split_report
 
 
 @dataclass
@@ -42,12 +42,18 @@ def decode_upload(sizes, zip_bytes: bytes = None, csv_bytes: bytes = None, image
                       np.array([r.lesion_id for r in records]), arrays, labelled.class_counts, labelled.warnings)
 
 
-def report_on(classifier, decoded: DecodedSet) -> dict:
-    """`split_report` of one model on the decoded set, with per-image predictions for the download."""
+def outputs_part(classifier, decoded: DecodedSet, rows: slice):
+    """One model's outputs on the images `rows` of the decoded set (one job of a server's evaluation)."""
+    return model_outputs_on(classifier, decoded.images[classifier.config.img_size][rows])
+
+
+def report_on(classifier, decoded: DecodedSet, outputs=None) -> dict:
+    """`split_report` of one model on the decoded set, with per-image predictions for the download; `outputs`:
+    the model's outputs on all images, joined from `outputs_part` jobs (else computed here)."""
     gate = classifier.gate
     return split_report(classifier, decoded.images[classifier.config.img_size], decoded.labels,
                         groups=decoded.lesions, gate_images=decoded.images.get(gate.config.img_size) if gate else None,
-                        keep_predictions=True)
+                        keep_predictions=True, outputs=outputs)
 
 
 def spreadsheet_safe(value) -> str:

@@ -59,8 +59,13 @@ def batched_outputs(outputs_fn, images_uint8, mean, std, batch_size: int = 128, 
     for start in range(0, len(images_uint8), step):
         chunk = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[start:start + step])), mean, std)
         parts.append(model_outputs(outputs_fn, chunk, tta))
+    return concat_outputs(parts)
+
+
+def concat_outputs(parts) -> Outputs:
+    """Outputs of consecutive parts of a set, joined in order, as numpy arrays."""
     join = lambda name: (None if getattr(parts[0], name) is None  # noqa: E731
-                         else torch.cat([getattr(p, name) for p in parts]).numpy())
+                         else np.concatenate([np.asarray(getattr(p, name)) for p in parts]))
     return Outputs(join("logits"), join("plain_logits"), join("features"))
 
 

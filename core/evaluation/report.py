@@ -72,15 +72,16 @@ def bootstrap_ci(y_true, probs, classes, groups=None, thresholds=None, n_boot: i
 
 
 def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = True, tta=None,
-                 gate_images=None, keep_predictions: bool = False) -> dict:
+                 gate_images=None, keep_predictions: bool = False, outputs=None) -> dict:
     """Metrics of `classifier` (calibrated probabilities, in its validation-chosen inference mode unless
     `tta` says otherwise) on model-size uint8 images with integer labels; `groups`: lesion ids for the CIs;
     `gate_images`: the same images at the size of the classifier's gate model, if it has one;
-    `keep_predictions`: also return the per-image probabilities."""
+    `keep_predictions`: also return the per-image probabilities; `outputs`: the model's outputs on these images
+    in that mode, when already computed (in parts, by `model_outputs_on`)."""
     cfg = classifier.config
     calibration = calibration_for(classifier.calibration, tta)
     use_tta = bool(calibration.get("tta", False))
-    out = batched_outputs(classifier.outputs, images_uint8, cfg.mean, cfg.std, tta=use_tta)
+    out = outputs or batched_outputs(classifier.outputs, images_uint8, cfg.mean, cfg.std, tta=use_tta)
     probs = softmax_np(out.logits, float(calibration.get("temperature", 1.0)))
     labels = np.asarray(labels)
     report = classification_metrics(labels, probs, cfg.classes)
@@ -113,6 +114,15 @@ def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = 
         repeated = groups is not None and len(np.unique(groups)) < len(groups)
         report["ci_resamples"] = "lesions" if repeated else "images (one per lesion)"
     return report
+
+
+def model_outputs_on(classifier, images_uint8, tta=None, batch_size: int = 16):
+    """The classifier's outputs on some images, in the inference mode `split_report` uses: one part of a report
+    computed on its own (a server spreads the parts of a large set over its workers). Small batches keep a
+    server's memory flat."""
+    use_tta = bool(calibration_for(classifier.calibration, tta).get("tta", False))
+    cfg = classifier.config
+    return batched_outputs(classifier.outputs, images_uint8, cfg.mean, cfg.std, batch_size=batch_size, tta=use_tta)
 
 
 def default_triage(report: dict, target: float = 0.9) -> dict:

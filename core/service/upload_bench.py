@@ -1,8 +1,8 @@
 """Benchmark of Compare models' "Your images" path: a labelled zip checked, decoded and evaluated by each shipped
 model through the app's work pool, as the page does it, with wall time per step and the process's memory.
 
-"Idle" memory is this process once the models are loaded and have answered once (what a warmed-up server holds);
-the peak is sampled every 20 ms while the upload is evaluated.
+"Idle" memory is this process once the models are loaded and every worker has evaluated the shipped sample with
+each of them (what a warmed-up server holds); the peak is sampled every 20 ms while the upload is evaluated.
 """
 
 import gc
@@ -15,8 +15,9 @@ from pathlib import Path
 import psutil
 
 from core.data.external_sample import SAMPLE_PATH
-from core.evaluation.clinic import decode_upload, report_on
+from core.evaluation.clinic import decode_upload
 from core.registry.loader import SHIPPED, load_model
+from core.service.labelled_set import evaluate_labelled_set
 from core.service.pool import ModelWorkPool
 
 
@@ -55,15 +56,20 @@ class PeakMemory:
 
 
 def bench_upload(zip_bytes: bytes, models=SHIPPED, progress=None) -> dict:
-    """Seconds to check and decode the upload and to evaluate it with each model (one pool job each, in the
-    page's order), plus idle and peak memory (MB) and their ratio."""
+    """Seconds to check and decode the upload, and to evaluate it as the page does (`evaluate_labelled_set`: all
+    models' parts queued at once on the pool's workers), with the time at which each model's report was done;
+    plus idle and peak memory (MB) and their ratio. `progress(name)` as each model is loaded."""
     pool = ModelWorkPool()  # the app's pool: one worker per core, torch at one thread each
-    classifiers = {name: load_model(name) for name in models}
+    classifiers = {}
+    for name in models:
+        if progress:
+            progress(name)
+        classifiers[name] = load_model(name)
     sizes = {c.config.img_size for c in classifiers.values()} | {
         c.gate.config.img_size for c in classifiers.values() if c.gate is not None}
     warm = decode_upload(sizes, zip_bytes=SAMPLE_PATH.read_bytes())  # the shipped 21-image sample
-    for classifier in classifiers.values():  # a warmed-up server has answered before
-        report_on(classifier, warm)
+    # as a server that has answered before, on every worker (parts of 4 images spread the sample over both)
+    evaluate_labelled_set(pool, classifiers, warm, "warm-up", lambda key, future: future.result(), part_images=4)
     gc.collect()
     idle = psutil.Process().memory_info().rss
     seconds = {}
@@ -71,12 +77,11 @@ def bench_upload(zip_bytes: bytes, models=SHIPPED, progress=None) -> dict:
         start = time.perf_counter()
         decoded = pool.submit("decode", decode_upload, sizes, keep=False, zip_bytes=zip_bytes).result()
         seconds["check_and_decode"] = time.perf_counter() - start
-        for name, classifier in classifiers.items():
-            if progress:
-                progress(name)
-            start = time.perf_counter()
-            pool.submit(("report", name), report_on, classifier, decoded, priority=2, keep=False).result()
-            seconds[name] = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluate_labelled_set(pool, classifiers, decoded, "bench", lambda key, future: future.result(),
+                              progress=lambda done, total, name: seconds.__setitem__(
+                                  f"until {name} done", time.perf_counter() - start))
+        seconds["evaluate_all"] = time.perf_counter() - start
     return {"images": len(decoded.image_ids), "seconds": {k: round(v, 2) for k, v in seconds.items()},
             "rss_idle_mb": round(idle / 2**20, 1), "rss_peak_mb": round(memory.peak / 2**20, 1),
             "peak_over_idle": round(memory.peak / idle, 3), "workers": pool.workers}
