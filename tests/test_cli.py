@@ -86,7 +86,8 @@ def test_bench_upload_times_the_your_images_path(use_weights, tmp_path):
                        str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == len(records)
-    assert set(result["seconds"]) == {"check_and_decode", "student", "quantized"}
+    assert set(result["seconds"]) == {"check_and_decode", "until quantized done", "until student done", "evaluate_all"}
+    assert result["seconds"]["until quantized done"] <= result["seconds"]["evaluate_all"]  # cheapest model first
     assert result["rss_peak_mb"] > 0 and result["peak_over_idle"] > 0.5
 
 
