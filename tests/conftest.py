@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -137,15 +138,15 @@ def free_port() -> int:
 ADMIN_PASSWORD = "browser-test-admin"
 
 
-@pytest.fixture()
-def server(request):
-    """`streamlit run app.py` on a free loopback port, on the shipped models (tiny ones if none are shipped)."""
+@contextmanager
+def streamlit_server(script="app.py", env=None):
+    """`streamlit run script` on a free loopback port, with `env` added to this environment; yields its URL once
+    it answers the health check, and fails the test if its log has a traceback when it stops."""
     port = free_port()
-    weights = ROOT / "weights" if SHIPPED.is_file() else request.getfixturevalue("tiny_weights")
-    env = {**os.environ, "DERMADISTILL_WEIGHTS": str(weights), "DERMADISTILL_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -157,11 +158,22 @@ def server(request):
     else:
         proc.kill()
         pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-    yield url
-    proc.terminate()
     try:
-        log = proc.communicate(timeout=20)[0].decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        log = proc.communicate()[0].decode(errors="replace")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            log = proc.communicate(timeout=20)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            log = proc.communicate()[0].decode(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture()
+def server(request):
+    """`streamlit run app.py` on the shipped models (tiny ones if none are shipped), the admin password set."""
+    weights = ROOT / "weights" if SHIPPED.is_file() else request.getfixturevalue("tiny_weights")
+    env = {"DERMADISTILL_WEIGHTS": str(weights), "DERMADISTILL_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    with streamlit_server(env=env) as url:
+        yield url

@@ -28,6 +28,13 @@ def chromium():
             browser.close()
 
 
+def opened(browser, url: str, height: int = 1000):
+    """A new tab, 1400 px wide, at `url`."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url)
+    return page
+
+
 def settled(page):
     """Wait until the page's script run has finished (Streamlit shows "Running..." meanwhile and keeps the previous
     run's widgets, stale, until then)."""
@@ -44,8 +51,7 @@ def test_diagnose_in_a_real_browser(server):
 
     image = ROOT / "assets" / "gallery" / "ISIC_0024481.jpg"  # melanoma, HAM10000 test split
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.goto(server)
+        page = opened(browser, server, height=1800)
         expect(page.get_by_role("heading", name="Diagnose")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Answering model:")).to_be_visible(timeout=60_000)
         page.locator("input[type=file]").first.set_input_files(str(image))
@@ -71,8 +77,7 @@ def test_bookmarked_page_is_the_first_request_after_a_restart(server):
     from playwright.sync_api import expect
 
     with chromium() as browser:
-        first = browser.new_page(viewport={"width": 1400, "height": 1000})
-        first.goto(f"{server}/compare")
+        first = opened(browser, f"{server}/compare", height=1000)
         expect(first.get_by_role("heading", name="Compare models")).to_be_visible(timeout=90_000)
         sidebar = first.locator("[data-testid=stSidebar]")
         expect(sidebar.get_by_text("not a diagnostic device")).to_be_visible(timeout=30_000)
@@ -94,8 +99,7 @@ def test_learn_plays_three_cases(server):
     from playwright.sync_api import expect
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.goto(f"{server}/learn")
+        page = opened(browser, f"{server}/learn", height=2000)
         for n in (1, 2, 3):
             expect(page.get_by_text(f"Case {n} of")).to_be_visible(timeout=90_000)
             expect(page.get_by_text("Ground truth:")).to_have_count(0, timeout=60_000)  # nothing before Reveal
@@ -127,8 +131,7 @@ def test_learn_presenter_steps_by_keyboard(server):
     from playwright.sync_api import expect
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{server}/learn?presenter=1&case=1&step=Case")
+        page = opened(browser, f"{server}/learn?presenter=1&case=1&step=Case", height=1000)
         expect(page.get_by_text("Case 1 of")).to_be_visible(timeout=90_000)
         expect(page.get_by_role("button", name="Next ▶")).to_be_visible(timeout=60_000)
         page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
@@ -151,8 +154,7 @@ def test_compare_evaluates_the_shipped_sample(server):
     from playwright.sync_api import expect
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        page.goto(f"{server}/compare")
+        page = opened(browser, f"{server}/compare", height=2400)
         expect(page.get_by_role("heading", name="Compare models")).to_be_visible(timeout=90_000)
         page.get_by_text("try it: the shipped sample").click()
         page.get_by_role("button", name="Check and evaluate").click()
@@ -171,8 +173,7 @@ def test_admin_stays_logged_in_across_a_refresh_until_logging_out(server):
     from playwright.sync_api import expect
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(f"{server}/train")
+        page = opened(browser, f"{server}/train", height=1200)
         page.get_by_label("Admin password").fill(ADMIN_PASSWORD)
         page.get_by_role("button", name="Unlock").click()
         expect(page.get_by_role("button", name="Log out")).to_be_visible(timeout=60_000)

@@ -69,7 +69,7 @@ def test_core_modules_import_one_way():
 # The pipeline, lowest first: a module may import its own layer and the ones below, never one above.
 # Evaluation scores outputs, not models, and training validates with it: so it sits under training.
 LAYERS = (
-    ("core.classes", "core.paths", "core.filelock"),
+    ("core.classes", "core.paths", "core.filelock", "core.jsonfile"),
     ("core.data",),
     ("core.models",),
     ("core.evaluation",),

@@ -100,35 +100,16 @@ def test_a_rerun_in_a_real_server_cancels_the_job_its_page_was_waiting_for(tmp_p
     heartbeat is that call, so a real server's rerun releases (cancels) the queued job the old run was waiting
     for. With fast reruns the new run starts before the old one has stopped, so the new run waits to see it."""
     import asyncio
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
     from streamlit.proto.ClientState_pb2 import ClientState
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-    from tests.conftest import ROOT, free_port
+    from tests.conftest import streamlit_server
     from tests.streamlit_client import StreamlitSession
 
     script = tmp_path / "rerun_app.py"
     script.write_text(RERUN_SCRIPT)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-
+    with streamlit_server(script) as url:
         async def texts_until(session, done):
             seen = []
             async with asyncio.timeout(60):
@@ -150,9 +131,5 @@ def test_a_rerun_in_a_real_server_cancels_the_job_its_page_was_waiting_for(tmp_p
                 return first, second
 
         first, second = asyncio.run(talk())
-        assert first == ["cancelled 0 computed 0"]
-        assert "after the rerun: cancelled 1 computed 0" in second and not any("never shown" in t for t in second), second
-    finally:
-        proc.terminate()
-        log = proc.communicate(timeout=20)[0].decode(errors="replace")
-    assert "Traceback" not in log, log[-3000:]
+    assert first == ["cancelled 0 computed 0"]
+    assert "after the rerun: cancelled 1 computed 0" in second and not any("never shown" in t for t in second), second

@@ -9,12 +9,9 @@ defaults until it is searched.
 """
 
 import copy
-import functools
-import json
-import os
-from pathlib import Path
 
 from core.filelock import exclusive_lock
+from core.jsonfile import read_json, write_json
 from core.paths import weights_dir
 
 SETTINGS_FILE = "explain_settings.json"
@@ -26,17 +23,7 @@ def settings_path():
 
 def read_chosen() -> dict:
     """The table, parsed once per version of the file (every explanation and page rerun asks for it)."""
-    path = settings_path()
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return {}
-    return _parsed(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=4)
-def _parsed(path: str, mtime_ns: int, size: int) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(settings_path())
 
 
 def chosen_settings(method: str, *sha256s) -> tuple:
@@ -68,9 +55,7 @@ def _update(sha256: str, changes: dict, drop: tuple = ()) -> None:
             entry.setdefault(method, {}).update(values)
             for key in drop:
                 entry[method].pop(key, None)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(table, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_json(path, table)
 
 
 def record_chosen(sha256: str, settings: dict, provenance: dict) -> None:

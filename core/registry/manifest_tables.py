@@ -7,6 +7,7 @@ from the manifest a release wrote rather than from a hand copy.
 from core.evaluation.report import with_ci
 
 MODELS = ("teacher", "student", "quantized")
+SPLITS = ("test", "external")
 
 
 def _value(report: dict, key: str, ci: bool = False) -> str:
@@ -18,17 +19,19 @@ def _rows(header: list, rows: list) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _per_split(entry: dict, cells, width: int, part=lambda report: report) -> list:
+    """cells(part(report)) on the HAM test split, then on the external set; dashes where the manifest has none."""
+    row = []
+    for split in SPLITS:
+        figures = part(entry.get(split) or {})
+        row += cells(figures) if figures else ["—"] * width
+    return row
+
+
 def results_table(manifest: dict) -> str:
     """Balanced accuracy (95% CI), accuracy and macro AUC per model, HAM10000 test split beside the external set."""
-    rows = []
-    for name in MODELS:
-        entry = manifest["models"][name]
-        row = [name]
-        for split in ("test", "external"):
-            report = entry.get(split)
-            row += ([_value(report, "balanced_accuracy", ci=True), _value(report, "accuracy"), _value(report, "auc")]
-                    if report else ["—"] * 3)
-        rows.append(row)
+    rows = [[name] + _per_split(manifest["models"][name], lambda r: [
+        _value(r, "balanced_accuracy", ci=True), _value(r, "accuracy"), _value(r, "auc")], 3) for name in MODELS]
     n_test, n_ext = manifest["test_split"]["n"], manifest.get("external", {}).get("n", 0)
     return _rows(["model", f"HAM10000 test (n={n_test}): balanced acc.", "accuracy", "macro AUC",
                   f"external (n={n_ext}): balanced acc.", "accuracy", "macro AUC"], rows)
@@ -41,29 +44,23 @@ def referral_table(manifest: dict, target: str = "0.90") -> str:
     for name in MODELS:
         entry = manifest["models"][name]
         point = entry["calibration"]["referral"][target]
-        row = [name, f"{point['threshold']:.3f}", f"{point['val_sensitivity']:.3f} / {point['val_specificity']:.3f}"]
-        for split in ("test", "external"):
-            triage = entry.get(split, {}).get("triage", {}).get(target)
-            row += ([_value(triage, "sensitivity", ci=True), _value(triage, "specificity", ci=True)] if triage
-                    else ["—"] * 2)
-        rows.append(row)
+        validation = f"{point['val_sensitivity']:.3f} / {point['val_specificity']:.3f}"
+        sens_spec = lambda t: [_value(t, "sensitivity", ci=True), _value(t, "specificity", ci=True)]  # noqa: E731
+        rows.append([name, f"{point['threshold']:.3f}", validation]
+                    + _per_split(entry, sens_spec, 2, part=lambda report: report.get("triage", {}).get(target)))
     return _rows(["model", f"threshold ({float(target):.0%} point)", "val. sens. / spec.", "HAM test sensitivity",
                   "specificity", "external sensitivity", "specificity"], rows)
 
 
 def gate_table(manifest: dict) -> str:
     """Real dermoscopic images each model's input gate refused, and calibration error, on each held-out set."""
-    rows = []
-    for name in MODELS:
-        entry = manifest["models"][name]
-        row = [name]
-        for split in ("test", "external"):
-            report = entry.get(split)
-            refused = round(report["not_dermoscopic_fraction"] * report["n"]) if report else None
-            row.append(f"{report['not_dermoscopic_fraction']:.1%} ({refused} of {report['n']})" if report else "—")
-        row += [f"{entry[split]['ece']:.3f}" if entry.get(split) else "—" for split in ("test", "external")]
-        row.append("on" if entry["calibration"].get("tta") else "off")
-        rows.append(row)
+    def refused(r):
+        share = r["not_dermoscopic_fraction"]
+        return [f"{share:.1%} ({round(share * r['n'])} of {r['n']})"]
+
+    rows = [[name] + _per_split(entry, refused, 1) + _per_split(entry, lambda r: [f"{r['ece']:.3f}"], 1)
+            + ["on" if entry["calibration"].get("tta") else "off"]
+            for name, entry in ((name, manifest["models"][name]) for name in MODELS)]
     return _rows(["model", "refused as not dermoscopic: HAM test", "external", "ECE test", "ECE external", "TTA"],
                  rows)
 

@@ -4,6 +4,7 @@
   python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \\
       --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
   python -m core.release --recalibrate --data-dir DIR
+  python -m core.release --tables          # the manifest's headline tables, as README and docs quote them
 
 From runs: takes the teacher's and student's best.pt. With --recalibrate: keeps the shipped teacher and
 student weights and re-fits what their files store about answers (temperature, uncertain and referral

@@ -10,9 +10,6 @@ the validation calibration) applies again, as a promotion's rollback does.
 
 import copy
 import datetime as dt
-import functools
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +22,7 @@ from core.evaluation.calibration import (REFERRAL_TARGETS, fit_calibration, is_m
                                          softmax_np)
 from core.evaluation.inference import batched_outputs
 from core.filelock import exclusive_lock
+from core.jsonfile import read_json, write_json
 from core.paths import weights_dir
 
 SITE_FILE = "site_calibration.json"
@@ -43,17 +41,7 @@ def site_path(root=None) -> Path:
 
 def read_site(root=None) -> dict:
     """{model sha256: [version, ...]}, parsed once per version of the file."""
-    path = site_path(root)
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return {}
-    return _parsed(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=4)
-def _parsed(path: str, mtime_ns: int, size: int) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(site_path(root))
 
 
 def active_site(sha256: str, root=None):
@@ -159,20 +147,13 @@ def fit_site(classifier, records, name: str, seed: int = 0, progress=None, now=N
             "held_back": figures}
 
 
-def _write(table: dict, root=None) -> None:
-    path = site_path(root)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(table, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def activate(site: dict, root=None) -> None:
     """Make `site` the active calibration of its model file (the previous one stays, for rollback)."""
     path = site_path(root)
     with exclusive_lock(path.parent / ".lock"):
         table = copy.deepcopy(read_site(root))
         table.setdefault(site["model_sha256"], []).append(site)
-        _write(table, root)
+        write_json(site_path(root), table)
 
 
 def rollback(sha256: str, root=None):
@@ -186,5 +167,5 @@ def rollback(sha256: str, root=None):
         versions.pop()
         if not versions:
             table.pop(sha256)
-        _write(table, root)
+        write_json(site_path(root), table)
     return copy.deepcopy(versions[-1]) if versions else None

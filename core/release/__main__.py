@@ -1,18 +1,4 @@
-"""CLI: assemble the shipped models and weights/manifest.json, through the one staged writer of weights/.
-
-  python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \\
-      --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
-  python -m core.release --recalibrate --data-dir DIR
-  python -m core.release --tables          # the manifest's headline tables, as README and docs quote them
-
-From runs: takes the teacher's and student's best.pt. With --recalibrate: keeps the shipped teacher and
-student weights and re-fits what their files store about answers (temperature, uncertain and referral
-thresholds, feature-distance test) on the shipped split's validation images. Either way it re-fits both,
-builds the int8 model, evaluates all three on the held-out test split (lesion-resampled CIs) and on the
-external validation set when present, benchmarks the staged models, and writes the manifest: per model
-file, sha256, params, size, input size, commands, seed, split fingerprint, date, calibration, test and
-external reports; plus the ablation table and the bench result.
-"""
+"""CLI: `python -m core.release` (its help is the docstring of core.registry.release, the library behind it)."""
 
 import argparse
 import json
@@ -24,12 +10,13 @@ from core.evaluation.report import SUMMARY
 from core.models.checkpoint import CheckpointError
 from core.registry.loader import read_manifest
 from core.registry.manifest_tables import manifest_tables
+from core.registry import release as release_lib
 from core.registry.release import ReleaseError, release
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    p = argparse.ArgumentParser(prog="python -m core.release", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m core.release", description=release_lib.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher-run")
     p.add_argument("--student-run")

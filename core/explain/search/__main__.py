@@ -1,18 +1,5 @@
-"""Choose explanation settings by measurement: faithfulness and lesion overlap on validation images.
-
-`python -m core.explain.search --data-dir DIR [--model student] [--n 12] [--methods gradcam,lime] [--json OUT]`
-
-For each method, every candidate setting is scored on the same validation-split images with lesion
-masks (never the test split): lesion overlap (energy in lesion / lesion area, pointing game), ROAD
-faithfulness, and seconds. Grad-CAM and Score-CAM try the model's candidate target layers, single and
-combined; LIME tries what a hidden superpixel becomes (black, image mean, superpixel mean, a blurred
-copy) and the SLIC segment count, then the sample count for the best of those. The best setting per
-method maximises pointing game + energy ratio + 10 x ROAD (the three on comparable scales); ties go to
-the cheaper setting, and a setting must pass the sanity check of Adebayo et al.: its map's rank
-correlation with the map of the same architecture with randomised weights at most 0.3 (settings are
-checked in score order; the correlation with another class's map is reported too). The choice is
-recorded for this model file (core.explain.chosen), where `explain` takes it as its default.
-"""
+"""CLI: `python -m core.explain.search --data-dir DIR [--model student] [--n 12] [--methods gradcam,lime]
+[--json OUT]` (its help is the docstring of core.explain.setting_search, the library behind it)."""
 
 import argparse
 import json
@@ -21,12 +8,13 @@ from pathlib import Path
 
 from core.data.ham10000 import DatasetError
 from core.explain.masked_cases import masked_cases
+from core.explain import setting_search
 from core.explain.setting_search import record, search
 from core.registry.loader import load_with_counterpart, shipped_split, with_batch_runtime
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.explain.search", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m core.explain.search", description=setting_search.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")
     p.add_argument("--model", default="student")
