@@ -9,7 +9,7 @@ from core.classes import CLASSES
 class ModelConfig:
     """Everything needed to rebuild a model and feed it: architecture, input and class order."""
 
-    arch: str  # key in core.models.factory.MODEL_REGISTRY
+    arch: str  # key in core.models.registry.MODEL_REGISTRY
     img_size: int = 112
     num_classes: int = len(CLASSES)
     classes: tuple = CLASSES

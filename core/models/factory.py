@@ -1,15 +1,13 @@
-"""Model registry: an architecture name in a config maps to its class; `create_model` builds it."""
+"""Model factory: every registered architecture, the shipped roles' default configs, and `create_model`."""
 
+from core.models import ensemble, student, teacher
 from core.models.config import ModelConfig
 from core.models.pretrained import LITE_MEAN, LITE_STD
-from core.models.student import HybridCNNEfficientNet
-from core.models.teacher import HybridConvNeXtViT, LiteConvNeXtViT
+from core.models.registry import MODEL_REGISTRY, create_model
 
-MODEL_REGISTRY = {
-    "lite_convnext_vit": LiteConvNeXtViT,
-    "hybrid_convnext_vit": HybridConvNeXtViT,
-    "hybrid_cnn_efficientnet": HybridCNNEfficientNet,
-}
+ARCHITECTURE_MODULES = (teacher, student, ensemble)  # imported for their @register_model entries
+__all__ = ["ARCHITECTURE_MODULES", "DEFAULT_CONFIGS", "MODEL_REGISTRY", "STUDENT_KWARGS", "count_params",
+           "create_model"]
 
 # The shipped student's EfficientNet branch: ImageNet Lite0 up to block 4 (112 channels, stride 16);
 # the CNN branch's last conv keeps stride 16 so both branches meet at strides 8, 16, 16.
@@ -24,16 +22,6 @@ DEFAULT_CONFIGS = {
     "student": lambda img_size: ModelConfig(arch="hybrid_cnn_efficientnet", img_size=img_size, fusion_dim=128,
                                             mean=LITE_MEAN, std=LITE_STD, arch_kwargs=dict(STUDENT_KWARGS)),
 }
-
-
-def create_model(config: ModelConfig):
-    """Build an untrained model from its config."""
-    try:
-        cls = MODEL_REGISTRY[config.arch]
-    except KeyError:
-        raise ValueError(f"unknown architecture {config.arch!r}; known: {sorted(MODEL_REGISTRY)}") from None
-    return cls(img_size=config.img_size, num_classes=config.num_classes, fusion_dim=config.fusion_dim,
-               drop_rate=config.drop_rate, **config.arch_kwargs)
 
 
 def count_params(model) -> int:

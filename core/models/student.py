@@ -12,6 +12,7 @@ from timm.layers import ConvNormAct
 from torch import nn
 
 from core.models.fusion import HybridNet
+from core.models.registry import register_model
 from core.models.trunk import EfficientNetLiteTrunk
 
 
@@ -39,6 +40,7 @@ class PlainCNN(nn.Module):
         return maps
 
 
+@register_model("hybrid_cnn_efficientnet")
 class HybridCNNEfficientNet(HybridNet):
     def __init__(self, img_size=112, num_classes=7, fusion_dim=128, drop_rate=0.2,
                  effnet_arch="efficientnet_lite0", channel_multiplier=0.35, depth_multiplier=0.5, effnet_blocks=7,

@@ -6,6 +6,8 @@ stride 32. `HybridConvNeXtViT` is the earlier from-scratch design (ConvNeXt and 
 image), kept so that its checkpoints and the scratch ablation still load.
 """
 
+import math
+
 import timm
 import torch
 from timm.layers import LayerNorm, LayerNorm2d, trunc_normal_
@@ -14,20 +16,20 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from core.models.fusion import HybridNet
+from core.models.registry import register_model
 from core.models.trunk import EfficientNetLiteTrunk
 
 
-def tokens_to_map(grid: int):
-    """reshape_transform for Grad-CAM: token sequences (B, N, C) become (B, C, g, g); maps pass through."""
-
-    def reshape(t):
-        if t.ndim == 3:
-            return t.reshape(t.shape[0], grid, grid, t.shape[2]).permute(0, 3, 1, 2)
-        return t
-
-    return reshape
+def tokens_to_map(t):
+    """reshape_transform for Grad-CAM: token sequences (B, N, C) on a square grid become (B, C, g, g); maps
+    pass through. The grid comes from the token count, so one transform serves members of different sizes."""
+    if t.ndim == 3:
+        grid = math.isqrt(t.shape[1])
+        return t.reshape(t.shape[0], grid, grid, t.shape[2]).permute(0, 3, 1, 2)
+    return t
 
 
+@register_model("hybrid_convnext_vit")
 class HybridConvNeXtViT(HybridNet):
     def __init__(self, img_size=112, num_classes=7, fusion_dim=256, drop_rate=0.2,
                  convnext_dims=(32, 64, 128, 256), convnext_depths=(2, 2, 6, 2),
@@ -48,7 +50,6 @@ class HybridConvNeXtViT(HybridNet):
         self.convnext = convnext
         self.vit = vit
         self.vit_indices = self_vit_indices
-        self.grid = img_size // patch_size
 
     def stage_features(self, x):
         conv_maps = self.convnext.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True)
@@ -63,9 +64,10 @@ class HybridConvNeXtViT(HybridNet):
         return [self.convnext.stages[2], self.vit.blocks[-1]]
 
     def cam_reshape_transform(self):
-        return tokens_to_map(self.grid)
+        return tokens_to_map
 
 
+@register_model("lite_convnext_vit")
 class LiteConvNeXtViT(HybridNet):
     """EfficientNet-Lite trunk (strides 8/16/32) + ViT on its stride-16 tokens + ConvNeXt stage to stride 32.
 
@@ -79,9 +81,9 @@ class LiteConvNeXtViT(HybridNet):
         c8, c16, c32 = trunk.channels
         super().__init__([c8, c16 + vit_dim, c32 + convnext_dim + vit_dim], num_classes, fusion_dim, drop_rate)
         self.trunk = trunk
-        self.grid = img_size // 16
+        grid = img_size // 16
         self.tokenize = nn.Conv2d(c16, vit_dim, 1)
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, vit_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, vit_dim))
         trunc_normal_(self.pos_embed, std=0.02)
         rates = torch.linspace(0, drop_path_rate, vit_depth).tolist()
         self.vit_blocks = nn.ModuleList(Block(vit_dim, vit_heads, qkv_bias=True, drop_path=r) for r in rates)
@@ -119,4 +121,4 @@ class LiteConvNeXtViT(HybridNet):
                 "vit": [vit], "trunk s16 + vit": ["trunk.blocks.4", vit], "convnext s32": ["convnext"]}
 
     def cam_reshape_transform(self):
-        return tokens_to_map(self.grid)
+        return tokens_to_map

@@ -3,6 +3,9 @@
 Several processes, one node or many: `torchrun --standalone --nproc_per_node N -m core.train ...`
 (`python -m torch.distributed.run` is the same launcher); `--batch-size` stays the global batch.
 
+`--stage ensemble --members runs/a,runs/b` assembles finished teacher runs into one averaged-logit teacher
+(core.training.ensemble) with the same run files.
+
 Writes RUN_DIR/config.json, split.json, metrics.jsonl, best.pt, last.pt, report.json and a live
 progress.json (read by the app's Train page). SIGTERM or Ctrl-C stops at the next batch boundary
 and keeps the last good checkpoint.
@@ -23,7 +26,8 @@ from core.data.ham10000 import DatasetError
 from core.distillation.stages import STAGES
 from core.models.checkpoint import CheckpointError
 from core.registry.loader import shipped_path
-from core.training.config import TrainConfig, TrainConfigError
+from core.training.config import ENSEMBLE_STAGE, TEACHER_TRUNKS, TrainConfig, TrainConfigError
+from core.training.ensemble import assemble_ensemble
 from core.training.distributed import launch_environment
 from core.training.trainer import TrainingStopped, run_training
 
@@ -32,7 +36,9 @@ def parse_args(argv=None) -> TrainConfig:
     d = TrainConfig(stage="", out="")
     p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", required=True, help="teacher, student, kd, mskd or mskd_lf")
+    p.add_argument("--stage", required=True, help="teacher, student, kd, mskd or mskd_lf; or ensemble, which "
+                   "assembles the finished teacher runs given in --members (averaged logits) and trains nothing")
+    p.add_argument("--members", help="ensemble only: finished teacher run folders, comma-separated")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--teacher", help="teacher checkpoint for distillation stages (default: shipped teacher)")
     p.add_argument("--data-dir", help="HAM10000 folder (default: $HAM10000_DIR, else data/ham10000)")
@@ -53,6 +59,8 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
     p.add_argument("--drop-rate", type=float, help="head dropout (default: the architecture's)")
     p.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the architecture's)")
+    p.add_argument("--trunk", choices=TEACHER_TRUNKS,
+                   help="teacher only: its ImageNet EfficientNet-Lite trunk (default: efficientnet_lite0)")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when present (bf16 autocast), else CPU")
     p.add_argument("--sync-batchnorm", default=d.sync_batchnorm, choices=("auto", "on", "off"),
@@ -142,7 +150,10 @@ def main(argv=None) -> int:
     main_rank = launch_environment()["rank"] == 0  # under torchrun only rank 0 reports and writes
     progress = ProgressWriter(cfg.out) if main_rank else SilentProgress()
     try:
-        report = run_training(cfg, progress, should_stop=lambda: stop["requested"])
+        if cfg.stage == ENSEMBLE_STAGE:  # nothing to train: finished teacher runs become one model
+            report = assemble_ensemble(cfg, progress)
+        else:
+            report = run_training(cfg, progress, should_stop=lambda: stop["requested"])
     except TrainingStopped as exc:
         progress.finish("cancelled", str(exc))
         print(f"stopped: {exc}", file=sys.stderr)

