@@ -20,7 +20,7 @@ def ensemble_run(tiny_runs, tmp_path_factory):
     """The tiny Lite0 teacher plus a tiny Lite1 teacher at a larger size, assembled by the CLI."""
     root = tmp_path_factory.mktemp("ensemble")
     train_tiny("teacher", root / "lite1", img_size=WIDE, trunk="efficientnet_lite1")
-    members = f"{tiny_runs / 'teacher'},{root / 'lite1'}"
+    members = f"{tiny_runs / 'teacher'},{root / 'lite1' / 'best.pt'}"  # a run folder and a checkpoint file
     assert train_main(["--stage", "ensemble", "--members", members, "--data-dir", str(FIXTURE),
                        "--out", str(root / "ensemble")]) == 0
     return root
@@ -41,7 +41,8 @@ def test_ensemble_answers_the_members_average_at_their_own_sizes(ensemble_run, t
     assert [f.shape[1] for f in out.stage_features] == ensemble.stage_dims
     assert out.fused_feature.shape[1] == config.fusion_dim
     # the file records each member's run, hash and reproducing command, and carries its own calibration
-    assert [m["run"] for m in meta["members"]] == [str(tiny_runs / "teacher"), str(ensemble_run / "lite1")]
+    assert [m["file"] for m in meta["members"]] == [str(tiny_runs / "teacher" / "best.pt"),
+                                                    str(ensemble_run / "lite1" / "best.pt")]
     assert "--trunk efficientnet_lite1" in meta["members"][1]["command"]
     assert meta["calibration"]["temperature"] > 0
     report = json.loads((ensemble_run / "ensemble" / "report.json").read_text())

@@ -38,7 +38,7 @@ def parse_args(argv=None) -> TrainConfig:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", required=True, help="teacher, student, kd, mskd or mskd_lf; or ensemble, which "
                    "assembles the finished teacher runs given in --members (averaged logits) and trains nothing")
-    p.add_argument("--members", help="ensemble only: finished teacher run folders, comma-separated")
+    p.add_argument("--members", help="ensemble only: finished teacher run folders or checkpoint files, comma-separated")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--teacher", help="teacher checkpoint for distillation stages (default: shipped teacher)")
     p.add_argument("--data-dir", help="HAM10000 folder (default: $HAM10000_DIR, else data/ham10000)")

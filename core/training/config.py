@@ -55,7 +55,7 @@ class TrainConfig:
     sync_batchnorm: str = "auto"  # BatchNorm statistics across ranks: on, off, auto (see distributed.py)
     drop_rate: float = None  # None: the architecture's default head dropout
     drop_path_rate: float = None  # None: the architecture's default stochastic depth
-    members: str = None  # ensemble only: comma-separated finished teacher run folders
+    members: str = None  # ensemble only: comma-separated finished teacher run folders or checkpoint files
     trunk: str = None  # teacher only: its EfficientNet-Lite trunk (None: the architecture's, Lite0)
 
     def __post_init__(self):
@@ -138,11 +138,11 @@ class TrainConfig:
         return p
 
     def ensemble_problems(self) -> list:
-        runs = [run for run in (self.members or "").split(",") if run.strip()]
-        if not runs:
-            return ["an ensemble needs --members: finished teacher run folders, comma-separated"]
-        return [f"not a finished run (best.pt, config.json and split.json needed): {run}" for run in runs
-                if not all((Path(run) / name).is_file() for name in ("best.pt", "config.json", "split.json"))]
+        members = [Path(m.strip()) for m in (self.members or "").split(",") if m.strip()]
+        if not members:
+            return ["an ensemble needs --members: finished teacher run folders or checkpoints, comma-separated"]
+        return [f"not a finished run or checkpoint file: {m}" for m in members
+                if not (m.is_file() or (m / "best.pt").is_file())]
 
     def validate(self, world_size: int = None) -> None:
         problems = self.problems(world_size)
