@@ -93,6 +93,22 @@ def tiny_runs(tmp_path_factory):
     return root
 
 
+ENSEMBLE_WIDE = TINY_SIZE + 16  # the ensemble's second member sees a larger input, as the Lite1 member does
+
+
+@pytest.fixture(scope="session")
+def ensemble_run(tiny_runs, tmp_path_factory):
+    """The tiny Lite0 teacher plus a tiny Lite1 teacher at a larger size, assembled by the CLI."""
+    from core.training.__main__ import main as train_main
+
+    root = tmp_path_factory.mktemp("ensemble")
+    train_tiny("teacher", root / "lite1", img_size=ENSEMBLE_WIDE, trunk="efficientnet_lite1")
+    members = f"{tiny_runs / 'teacher'},{root / 'lite1' / 'best.pt'}"  # a run folder and a checkpoint file
+    assert train_main(["--stage", "ensemble", "--members", members, "--data-dir", str(FIXTURE),
+                       "--out", str(root / "ensemble")]) == 0
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tiny_runs, tmp_path_factory):
     """A weights folder with teacher, student and int8 quantized models built from the tiny runs.

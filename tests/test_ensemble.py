@@ -3,27 +3,14 @@ and Grad-CAM, and refusal of members trained on different splits."""
 
 import json
 
-import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import ENSEMBLE_WIDE as WIDE
 from conftest import FIXTURE, TINY_SIZE, train_tiny
 from core.models.checkpoint import load_checkpoint
 from core.training.__main__ import main as train_main
-
-WIDE = TINY_SIZE + 16  # the second member sees a larger input, as the Lite1 member does
-
-
-@pytest.fixture(scope="module")
-def ensemble_run(tiny_runs, tmp_path_factory):
-    """The tiny Lite0 teacher plus a tiny Lite1 teacher at a larger size, assembled by the CLI."""
-    root = tmp_path_factory.mktemp("ensemble")
-    train_tiny("teacher", root / "lite1", img_size=WIDE, trunk="efficientnet_lite1")
-    members = f"{tiny_runs / 'teacher'},{root / 'lite1' / 'best.pt'}"  # a run folder and a checkpoint file
-    assert train_main(["--stage", "ensemble", "--members", members, "--data-dir", str(FIXTURE),
-                       "--out", str(root / "ensemble")]) == 0
-    return root
 
 
 def test_ensemble_answers_the_members_average_at_their_own_sizes(ensemble_run, tiny_runs):

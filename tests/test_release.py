@@ -1,6 +1,9 @@
 """`core.release` assembles weights/ and a manifest whose every number comes from a command."""
 
 import json
+import shutil
+
+import pytest
 
 from core.models.checkpoint import sha256_file
 from core.registry.loader import load_model
@@ -11,10 +14,21 @@ ENTRY_KEYS = {"file", "sha256", "file_bytes", "params", "input_size", "command",
               "calibration", "test"}
 
 
-def test_release_writes_a_complete_manifest(tiny_runs, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def released(tiny_runs, tmp_path_factory):
+    """A weights folder made by a full release of the tiny teacher and student runs."""
+    root = tmp_path_factory.mktemp("released")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DERMADISTILL_WEIGHTS", str(root))
+        assert release.main(["--teacher-run", str(tiny_runs / "teacher"), "--student-run", str(tiny_runs / "mskd_lf"),
+                             "--ablation", str(tiny_runs / "mskd_lf"), "--data-dir", str(FIXTURE),
+                             "--threads", "1"]) == 0
+    return root
+
+
+def test_release_writes_a_complete_manifest(released, tmp_path, monkeypatch):
+    shutil.copytree(released, tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(tmp_path))
-    assert release.main(["--teacher-run", str(tiny_runs / "teacher"), "--student-run", str(tiny_runs / "mskd_lf"),
-                         "--ablation", str(tiny_runs / "mskd_lf"), "--data-dir", str(FIXTURE), "--threads", "1"]) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     for name in ("teacher", "student", "quantized"):
         entry = manifest["models"][name]
@@ -29,3 +43,23 @@ def test_release_writes_a_complete_manifest(tiny_runs, tmp_path, monkeypatch):
     assert manifest["ablation"][0]["name"] == "multi-stage KD + layer fusion, 1 epoch"
     assert manifest["bench"]["models"]["quantized"]["executed_ops"].get("QLinearConv", 0) > 0
     assert sum(manifest["test_split"]["class_counts"]["test"].values()) == manifest["test_split"]["n"]
+
+
+def test_a_teacher_only_release_ships_the_ensemble_and_keeps_the_student(released, ensemble_run, tmp_path,
+                                                                         monkeypatch):
+    shutil.copytree(released, tmp_path, dirs_exist_ok=True)
+    monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(tmp_path))
+    first = json.loads((tmp_path / "manifest.json").read_text())
+    assert release.main(["--teacher-run", str(ensemble_run / "ensemble"), "--data-dir", str(FIXTURE),
+                         "--threads", "1"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    teacher, student = manifest["models"]["teacher"], manifest["models"]["student"]
+    assert teacher["arch"] == "teacher_ensemble" and teacher["command"].startswith("python -m core.train --stage ensemble")
+    assert student["command"] == first["models"]["student"]["command"] and "calibration_command" in student
+    assert "calibration_command" not in teacher
+    assert load_model("teacher").config.arch == "teacher_ensemble"
+    members = [r for r in manifest["ablation"] if r["stage"] == "teacher_member"]
+    assert [r["input_size"] for r in members] == [64, 80]
+    assert "efficientnet-lite1 trunk" in members[1]["name"] and "--trunk efficientnet_lite1" in members[1]["command"]
+    assert [r["stage"] for r in manifest["ablation"]] == ["mskd_lf", "teacher_member", "teacher_member", "teacher",
+                                                           "quantized"]

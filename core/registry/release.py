@@ -3,16 +3,18 @@
 
   python -m core.release --teacher-run runs/teacher --student-run runs/mskd_lf \\
       --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
+  python -m core.release --teacher-run runs/teacher_ensemble --data-dir DIR   # new teacher, shipped student
   python -m core.release --recalibrate --data-dir DIR
   python -m core.release --tables          # the manifest's headline tables, as README and docs quote them
 
-From runs: takes the teacher's and student's best.pt. With --recalibrate: keeps the shipped teacher and
-student weights and re-fits what their files store about answers (temperature, uncertain and referral
+From runs: takes each given run's best.pt. A role without a run (all of them with --recalibrate) keeps its
+shipped weights and re-fits what the file stores about answers (temperature, uncertain and referral
 thresholds, feature-distance test) on the shipped split's validation images. Either way it re-fits both,
 builds the int8 model, evaluates all three on the held-out test split (lesion-resampled CIs) and on the
 external validation set when present, benchmarks the staged models, and writes the manifest: per model
 file, sha256, params, size, input size, commands, seed, split fingerprint, date, calibration, test and
-external reports; plus the ablation table and the bench result.
+external reports; plus the ablation table (an ensemble teacher's members each get a row, evaluated from their
+own files) and the bench result.
 """
 
 import datetime as dt
@@ -89,14 +91,34 @@ def shipped_rows(models: dict, lat: dict) -> list:
     return rows
 
 
+def member_rows(teacher_file: Path, split: dict, records, external) -> list:
+    """Ablation rows of an ensemble teacher's members, each evaluated from its own file (with the calibration its
+    run fitted) on both held-out sets; none for a single teacher."""
+    rows = []
+    for i, member in enumerate(read_checkpoint(teacher_file)["meta"].get("members", []), 1):
+        path = Path(member["file"])
+        if not path.is_file():
+            raise ReleaseError(f"teacher member {i} ({path}) is needed for its ablation row but not found")
+        entry = evaluate_entry(path, f"teacher member {i}", split, records, member["command"], external)
+        trunk = entry["pretrained"]["trunk"]["package"].removesuffix("-pytorch-model")
+        epochs = read_checkpoint(path)["meta"]["train_config"]["epochs"]
+        rows.append({"name": f"teacher member {i}: {trunk} trunk, {entry['input_size']} px, {epochs} epochs",
+                     "stage": "teacher_member", **{k: entry["test"][k] for k in SUMMARY},
+                     "external": {k: entry["external"][k] for k in SUMMARY} if external else None,
+                     "params": entry["params"], "file_bytes": entry["file_bytes"],
+                     "input_size": entry["input_size"], "command": entry["command"]})
+    return rows
+
+
 class ReleaseError(ValueError):
     """The runs given cannot make one release (say, they were trained on different splits)."""
 
 
-def release(*, recalibrate: bool = False, teacher_run=None, student_run=None, ablation: str = "", data_dir=None,
-            external_dir=None, scratch_teacher=None, scratch_teacher_commit: str = "", threads: int = 2) -> dict:
+def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=None, external_dir=None,
+            scratch_teacher=None, scratch_teacher_commit: str = "", threads: int = 2) -> dict:
     """Build, evaluate and benchmark the release in a staging folder, then swap it into weights/.
 
+    A role without a run keeps its shipped weights, re-fitted (no run at all: `--recalibrate`).
     Returns the manifest's per-model entries."""
     data_dir_arg = data_dir
     data_dir = resolve_data_dir(data_dir_arg)
@@ -104,22 +126,21 @@ def release(*, recalibrate: bool = False, teacher_run=None, student_run=None, ab
     records = load_ham10000(data_dir)
     old = read_manifest(root)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if recalibrate:
-        split = recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"])
-        sources = {"teacher": root / "teacher.pt", "student": root / "student.pt"}
-        commands = {name: old["models"][name]["command"] for name in sources}
-        student_origin = Path(old["models"]["student"]["command"].rsplit("--out ", 1)[-1])
-    else:
-        teacher_run, student_run = Path(teacher_run), Path(student_run)
-        split = load_split(student_run / "split.json")
-        if split_fingerprint(load_split(teacher_run / "split.json")) != split_fingerprint(split):
-            raise ReleaseError("teacher and student runs used different splits")
-        sources = {"teacher": teacher_run / "best.pt", "student": student_run / "best.pt"}
-        commands = {"teacher": training_command(run_info(teacher_run)[0]),
-                    "student": training_command(run_info(student_run)[0])}
-        student_origin = student_run
+    runs = {name: Path(run) for name, run in (("teacher", teacher_run), ("student", student_run)) if run}
+    kept = [name for name in ("teacher", "student") if name not in runs]  # shipped weights, re-fitted
+    split = (load_split(next(iter(runs.values())) / "split.json") if runs else
+             recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"]))
+    fingerprints = {split_fingerprint(load_split(run / "split.json")) for run in runs.values()}
+    if kept:
+        fingerprints.add(old["test_split"]["fingerprint"])
+    if len(fingerprints | {split_fingerprint(split)}) != 1:
+        raise ReleaseError("the runs and the shipped models that stay were trained on different splits")
+    sources = {name: runs[name] / "best.pt" if name in runs else root / f"{name}.pt" for name in ("teacher", "student")}
+    commands = {name: training_command(run_info(runs[name])[0]) if name in runs else old["models"][name]["command"]
+                for name in sources}
+    student_origin = runs.get("student") or Path(old["models"]["student"]["command"].rsplit("--out ", 1)[-1])
     external = external_records(external_dir)
-    source = f"release of {created}" + (" (re-calibrated shipped weights)" if recalibrate else "")
+    source = f"release of {created}" + (f" (re-calibrated shipped {' and '.join(kept)} weights)" if kept else "")
     with staged_weights(root) as staging:
         for name, src in sources.items():
             logging.info("calibrating %s", name)
@@ -132,7 +153,7 @@ def release(*, recalibrate: bool = False, teacher_run=None, student_run=None, ab
             logging.info("evaluating %s", name)
             gate = load_model(staging / f"{GATES[name]}.pt") if name in GATES else None
             entry = evaluate_entry(staging / file, name, split, records, commands[name], external, gate)
-            if recalibrate:
+            if name in kept:
                 entry["calibration_command"] = RECALIBRATE_COMMAND.format(data_dir=data_dir_arg or data_dir)
             models[name] = {**entry, "source": source}
         manifest = {"version": 1, "created": created,
@@ -149,10 +170,11 @@ def release(*, recalibrate: bool = False, teacher_run=None, student_run=None, ab
         bench = run_bench(threads=threads, root=staging)
         manifest["bench"] = {**bench, "command": f"python -m core.bench --threads {threads}"}
         lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
-        if recalibrate:  # the student-run rows keep their recorded figures; shipped rows are re-measured
-            rows = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
-        else:
+        if ablation:
             rows = ablation_rows([Path(r) for r in ablation.split(",") if r], lat)
+        else:  # the student-run rows keep their recorded figures; shipped and member rows are re-measured
+            rows = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized", "teacher_member")]
+        rows += member_rows(staging / "teacher.pt", split, records, external)
         if scratch_teacher:
             entry = evaluate_entry(Path(scratch_teacher), "teacher_scratch", split, records,
                                    training_command(read_checkpoint(scratch_teacher)["meta"].get("train_config", {})))
@@ -165,7 +187,6 @@ def release(*, recalibrate: bool = False, teacher_run=None, student_run=None, ab
                          "command": entry["command"]})
         manifest["ablation"] = rows + shipped_rows(models, lat)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    if recalibrate:  # same weights: the explanation settings searched for the old files still apply
-        for name in sources:
-            carry_over(old["models"][name]["sha256"], models[name]["sha256"], f"re-calibrated by {source}")
+    for name in kept:  # same weights: the explanation settings searched for the old files still apply
+        carry_over(old["models"][name]["sha256"], models[name]["sha256"], f"re-calibrated by {source}")
     return models

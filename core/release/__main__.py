@@ -35,10 +35,11 @@ def main(argv=None) -> int:
     if a.tables:
         print(manifest_tables(read_manifest()))
         return 0
-    if a.recalibrate == bool(a.teacher_run and a.student_run):
-        p.error("give either --teacher-run and --student-run, or --recalibrate")
+    if a.recalibrate == bool(a.teacher_run or a.student_run):
+        p.error("give --teacher-run and/or --student-run (a role without a run keeps its shipped weights), "
+                "or --recalibrate alone")
     try:
-        models = release(recalibrate=a.recalibrate, teacher_run=a.teacher_run, student_run=a.student_run,
+        models = release(teacher_run=a.teacher_run, student_run=a.student_run,
                          ablation=a.ablation, data_dir=a.data_dir, external_dir=a.external_dir,
                          scratch_teacher=a.scratch_teacher, scratch_teacher_commit=a.scratch_teacher_commit,
                          threads=a.threads)
