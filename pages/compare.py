@@ -103,8 +103,9 @@ def ablation(manifest):
     rows = manifest.get("ablation")
     if not rows:
         return
-    st.markdown("### Ablation (same held-out test split)")
+    st.markdown("### Ablation (same held-out test split; external set where measured)")
     df = pd.DataFrame([{"variant": r["name"], **{label: r[k] for k, label in SUMMARY.items()},
+                        "external bal. acc.": (r.get("external") or {}).get("balanced_accuracy"),
                         "params (M)": r["params"] / 1e6, "size (MB)": r["file_bytes"] / 2**20,
                         # rows of models that are not benchmarked (the scratch teacher) have no latency
                         "p50 (ms)": r.get("latency_ms_p50")}
@@ -112,6 +113,9 @@ def ablation(manifest):
     number = {c: st.column_config.NumberColumn(format="%.3f", width="small") for c in SUMMARY.values()}
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         "variant": st.column_config.TextColumn(width="large"), **number,
+        "external bal. acc.": st.column_config.NumberColumn(
+            format="%.3f", width="small", help="balanced accuracy on the external validation set (other clinics); "
+                                               "blank where the row was not evaluated there"),
         "params (M)": st.column_config.NumberColumn(format="%.2f", width="small"),
         "size (MB)": st.column_config.NumberColumn(format="%.1f", width="small"),
         "p50 (ms)": st.column_config.NumberColumn(format="%.1f", width="small",

@@ -8,7 +8,7 @@ import pytest
 from core.models.checkpoint import sha256_file
 from core.registry.loader import load_model
 from core.release import __main__ as release
-from tests.conftest import FIXTURE
+from tests.conftest import FIXTURE, ROOT
 
 ENTRY_KEYS = {"file", "sha256", "file_bytes", "params", "input_size", "command", "seed", "split_fingerprint", "date",
               "calibration", "test"}
@@ -63,3 +63,17 @@ def test_a_teacher_only_release_ships_the_ensemble_and_keeps_the_student(release
     assert "efficientnet-lite1 trunk" in members[1]["name"] and "--trunk efficientnet_lite1" in members[1]["command"]
     assert [r["stage"] for r in manifest["ablation"]] == ["mskd_lf", "teacher_member", "teacher_member", "teacher",
                                                            "quantized"]
+    # the model card and Compare describe the ensemble and its members
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_resource.clear()
+    for page, expected in (("pages/about.py", "The teacher is an ensemble"), ("pages/compare.py", "teacher member 2")):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        at.run()
+        at.switch_page(page)
+        at.run()
+        assert not at.exception
+        shown = "\n".join(e.value for kind in ("markdown", "caption") for e in getattr(at, kind))
+        shown += "\n".join(str(df.value) for df in at.dataframe)
+        assert expected in shown, page

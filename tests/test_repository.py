@@ -118,12 +118,12 @@ def test_quoted_results_are_the_manifests():
     """README's and the docs' result tables are what `python -m core.release --tables` prints from the shipped
     manifest: a re-release that changes a number fails here until every page quotes the new one."""
     from core.registry.loader import read_manifest
-    from core.registry.manifest_tables import gate_table, referral_table, results_table
+    from core.registry.manifest_tables import ablation_table, gate_table, referral_table, results_table
 
     manifest = read_manifest()
     body = lambda table: table.splitlines()[2:]  # noqa: E731 (rows without the header)
     quoted = {"README.md": body(results_table(manifest)) + body(referral_table(manifest, "0.90")),
-              "docs/results.md": body(results_table(manifest)),
+              "docs/results.md": body(results_table(manifest)) + body(ablation_table(manifest)),
               "docs/safety.md": body(referral_table(manifest, "0.90")) + body(referral_table(manifest, "0.95"))
               + body(gate_table(manifest))}
     for page, rows in quoted.items():

@@ -53,6 +53,7 @@ def model_entry(path: Path, classifier, report: dict, command: str, split: dict)
         "pretrained": classifier.config.pretrained,
         "calibration": classifier.calibration,
         "test": report,
+        **({"members": meta["members"]} if meta.get("members") else {}),
     }
 
 

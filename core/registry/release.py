@@ -78,6 +78,11 @@ def ablation_rows(runs, lat: dict) -> list:
     return rows
 
 
+def external_summary(report: dict) -> dict:
+    """An ablation row's external figures: the summary metrics and their 95% intervals."""
+    return {**{k: report[k] for k in SUMMARY}, "ci95": report["ci95"]}
+
+
 def shipped_rows(models: dict, lat: dict) -> list:
     """Ablation rows of the shipped teacher and int8 student, with both held-out columns."""
     rows = []
@@ -86,7 +91,7 @@ def shipped_rows(models: dict, lat: dict) -> list:
         row = {"name": label, "stage": name, **{k: m["test"][k] for k in SUMMARY}, "params": m["params"],
                "file_bytes": m["file_bytes"], "latency_ms_p50": lat[name], "command": m["command"]}
         if "external" in m:
-            row["external"] = {k: m["external"][k] for k in SUMMARY}
+            row["external"] = external_summary(m["external"])
         rows.append(row)
     return rows
 
@@ -104,7 +109,7 @@ def member_rows(teacher_file: Path, split: dict, records, external) -> list:
         epochs = read_checkpoint(path)["meta"]["train_config"]["epochs"]
         rows.append({"name": f"teacher member {i}: {trunk} trunk, {entry['input_size']} px, {epochs} epochs",
                      "stage": "teacher_member", **{k: entry["test"][k] for k in SUMMARY},
-                     "external": {k: entry["external"][k] for k in SUMMARY} if external else None,
+                     "external": external_summary(entry["external"]) if external else None,
                      "params": entry["params"], "file_bytes": entry["file_bytes"],
                      "input_size": entry["input_size"], "command": entry["command"]})
     return rows
@@ -170,11 +175,12 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
         bench = run_bench(threads=threads, root=staging)
         manifest["bench"] = {**bench, "command": f"python -m core.bench --threads {threads}"}
         lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
-        if ablation:
-            rows = ablation_rows([Path(r) for r in ablation.split(",") if r], lat)
-        else:  # the student-run rows keep their recorded figures; shipped and member rows are re-measured
-            rows = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized", "teacher_member")]
-        rows += member_rows(staging / "teacher.pt", split, records, external)
+        # rows of runs not given here keep the figures recorded at their release; shipped rows are re-measured
+        recorded = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
+        rows = (ablation_rows([Path(r) for r in ablation.split(",") if r], lat) if ablation else
+                [r for r in recorded if r["stage"] != "teacher_member"])
+        rows += (member_rows(staging / "teacher.pt", split, records, external) if "teacher" in runs else
+                 [r for r in recorded if r["stage"] == "teacher_member"])
         if scratch_teacher:
             entry = evaluate_entry(Path(scratch_teacher), "teacher_scratch", split, records,
                                    training_command(read_checkpoint(scratch_teacher)["meta"].get("train_config", {})))
