@@ -95,17 +95,27 @@ def test_scratch_ablation_stays_available(tmp_path):
 
 
 def test_train_config_defaults_are_the_shipped_recipe():
-    """One set of training defaults: the shipped models' recorded commands set nothing but the stage, the
-    folders and the teacher; and a recorded command renders back to itself."""
+    """One set of training defaults: the shipped student's and first teacher's recorded commands set nothing but
+    the stage, the folders and the teacher; further ensemble members differ only in what makes them another member
+    (trunk, input size, epochs); an ensemble sets only its members; a recorded command renders back to itself."""
     import json
 
     from core.training.__main__ import parse_args
     from tests.conftest import ROOT
 
     manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
-    for name in ("teacher", "student"):
-        command = manifest["models"][name]["command"]
+    teacher = manifest["models"]["teacher"]
+    members = [m["command"] for m in teacher.get("members", [])]
+    recipe = {"--stage", "--data-dir", "--teacher", "--out"}
+    allowed = {manifest["models"]["student"]["command"]: recipe}
+    if members:
+        allowed[teacher["command"]] = {"--stage", "--data-dir", "--members", "--out"}
+        allowed.update({command: recipe | ({"--trunk", "--img-size", "--epochs"} if i else set())
+                        for i, command in enumerate(members)})
+    else:
+        allowed[teacher["command"]] = recipe
+    for command, flags_allowed in allowed.items():
         cfg = parse_args(command.split()[3:])
         assert cfg.command() == command
         flags = {a for a in cfg.to_argv() if a.startswith("--")}
-        assert flags <= {"--stage", "--data-dir", "--teacher", "--out"}, flags
+        assert flags <= flags_allowed, (command, flags)
