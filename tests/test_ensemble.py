@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import ENSEMBLE_WIDE as WIDE
 from conftest import FIXTURE, TINY_SIZE, train_tiny
-from core.models.checkpoint import load_checkpoint
+from core.models.checkpoint import load_checkpoint, read_checkpoint
 from core.training.__main__ import main as train_main
 
 
@@ -19,6 +19,14 @@ def test_ensemble_answers_the_members_average_at_their_own_sizes(ensemble_run, t
     wide, wide_config, _ = load_checkpoint(ensemble_run / "lite1" / "best.pt")
     assert config.arch == "teacher_ensemble" and config.img_size == WIDE
     assert wide_config.arch_kwargs["effnet_arch"] == "efficientnet_lite1"
+    # parameters are stored in float16 (one shipped file under 50 MB), statistics in float32; loading gives float32
+    stored = read_checkpoint(ensemble_run / "ensemble" / "best.pt")["state_dict"]
+    assert {v.dtype for k, v in stored.items() if k.endswith(".weight")} == {torch.float16}
+    assert {v.dtype for k, v in stored.items() if k.endswith("running_var")} == {torch.float32}
+    assert {p.dtype for p in ensemble.parameters()} == {torch.float32}
+    for member in (small, wide):
+        for p in member.parameters():
+            p.data = p.data.half().float()
     x = torch.randn(2, 3, WIDE, WIDE)
     with torch.no_grad():
         small_in = F.interpolate(x, size=(TINY_SIZE, TINY_SIZE), mode="bilinear", antialias=True, align_corners=False)

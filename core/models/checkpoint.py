@@ -35,9 +35,21 @@ def atomic_torch_save(obj, path) -> None:
     os.replace(tmp, path)
 
 
+def stored_state_dict(model, config: ModelConfig) -> dict:
+    """The state dict with parameters in `config.weights_dtype` (buffers such as BatchNorm statistics keep
+    their precision); `load_state_dict` casts them back into the float32 model."""
+    state = model.state_dict()
+    dtype = getattr(torch, config.weights_dtype)
+    if dtype == torch.float32:
+        return state
+    params = {name for name, _ in model.named_parameters()}
+    return {k: v.to(dtype) if k in params and v.is_floating_point() else v for k, v in state.items()}
+
+
 def save_checkpoint(path, model, config: ModelConfig, meta=None, extra=None) -> None:
     """Model weights + config (+ free-form JSON-like meta, + training state in `extra`)."""
-    obj = {"format": FORMAT, "config": config.to_dict(), "state_dict": model.state_dict(), "meta": meta or {}}
+    obj = {"format": FORMAT, "config": config.to_dict(), "state_dict": stored_state_dict(model, config),
+           "meta": meta or {}}
     if extra:
         obj.update(extra)
     atomic_torch_save(obj, path)

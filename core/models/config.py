@@ -19,6 +19,7 @@ class ModelConfig:
     drop_rate: float = 0.2
     arch_kwargs: dict = field(default_factory=dict)
     pretrained: dict = None  # provenance of ImageNet weights the model started from (package, version, sha256)
+    weights_dtype: str = "float32"  # dtype the parameters are stored in; loading always gives float32 models
     version: str = "0"
 
     def to_dict(self) -> dict:

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.models.config import ModelConfig
-from core.models.fusion import HybridOutput
+from core.models.fusion import HybridAnswers, HybridOutput
 from core.models.registry import create_model, register_model
 
 
 @register_model("teacher_ensemble")
-class TeacherEnsemble(nn.Module):
+class TeacherEnsemble(HybridAnswers, nn.Module):
     """Averaged-logit ensemble of hybrid models; the input comes at the largest member size and is resized
     (antialiased) for the others."""
 
@@ -49,13 +49,6 @@ class TeacherEnsemble(nn.Module):
             fused_feature=torch.cat([o.fused_feature for o in outs], dim=1),
             fusion_weights=mean([o.fusion_weights for o in outs]))
 
-    def predict(self, x):
-        return self.forward(x).logits
-
-    def logits_and_features(self, x):
-        out = self.forward(x)
-        return out.logits, out.stage_features[-1]
-
     def load_pretrained(self) -> dict:
         return {f"member {i}": m.load_pretrained() for i, m in enumerate(self.members)}
 
@@ -79,7 +72,9 @@ class TeacherEnsemble(nn.Module):
 
 
 def ensemble_config(member_configs) -> ModelConfig:
-    """The config of an ensemble of models with these configs: they must agree on classes and normalisation."""
+    """The config of an ensemble of models with these configs: they must agree on classes and normalisation.
+    Its parameters are stored in float16, which keeps a shipped ensemble one file under the repository's 50 MB
+    limit; its reports are measured on the stored (rounded) weights."""
     first = member_configs[0]
     for c in member_configs[1:]:
         if (c.classes, c.mean, c.std) != (first.classes, first.mean, first.std):
@@ -88,4 +83,5 @@ def ensemble_config(member_configs) -> ModelConfig:
                        num_classes=first.num_classes, classes=first.classes, mean=first.mean, std=first.std,
                        fusion_dim=sum(c.fusion_dim for c in member_configs), drop_rate=0.0,
                        arch_kwargs={"members": [c.to_dict() for c in member_configs]},
-                       pretrained={f"member {i}": c.pretrained for i, c in enumerate(member_configs)})
+                       pretrained={f"member {i}": c.pretrained for i, c in enumerate(member_configs)},
+                       weights_dtype="float16")

@@ -51,7 +51,23 @@ class StageFusion(nn.Module):
         return fused, weights
 
 
-class HybridNet(nn.Module):
+class HybridAnswers:
+    """The views of a HybridOutput that inference, Grad-CAM and export take; mixed into every model whose
+    forward returns one."""
+
+    def predict(self, x):
+        """Final logits only: Grad-CAM and training validation."""
+        return self.forward(x).logits
+
+    def logits_and_features(self, x):
+        """(final logits, last stage's pooled feature): the inference and export path; the feature feeds the
+        out-of-distribution test (it separated non-lesion images from real ones far better than the fused
+        feature, see core.evaluation.ood)."""
+        out = self.forward(x)
+        return out.logits, out.stage_features[-1]
+
+
+class HybridNet(HybridAnswers, nn.Module):
     """Two backbones over one input, K stages each; stage k = both branches' stage-k features.
 
     Subclasses implement `stage_maps(x)` returning, per stage, a list of pooled branch vectors.
@@ -74,18 +90,6 @@ class HybridNet(nn.Module):
         fused, weights = self.fusion(feats)
         logits = self.head(self.head_drop(fused))
         return HybridOutput(logits, exit_logits, feats, fused, weights)
-
-    def predict(self, x):
-        """Final logits only: Grad-CAM and training validation."""
-        return self.forward(x).logits
-
-    def logits_and_features(self, x):
-        """(final logits, last stage's pooled feature): the inference and export path; the feature feeds the
-        out-of-distribution test (it separated non-lesion images from real ones far better than the fused
-        feature, see core.evaluation.ood)."""
-        out = self.forward(x)
-        return out.logits, out.stage_features[-1]
-
 
 class LogitsAndFeatures(nn.Module):
     """Wraps a hybrid model so that module(x) returns (logits, last stage's feature): what ONNX export keeps."""
