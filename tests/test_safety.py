@@ -8,7 +8,8 @@ import torch
 
 from core.data.preprocess import load_image
 from core.evaluation.calibration import fit_referral_threshold
-from core.evaluation.ood import NOT_DERMOSCOPIC, dermoscopy_check, fit_ood, mahalanobis_distance
+from core.evaluation.ood import (NOT_DERMOSCOPIC, dermoscopy_check, fit_class_gaussians, fit_ood,
+                                  mahalanobis_distance)
 from core.evaluation.report import bootstrap_ci
 from core.models.checkpoint import read_checkpoint, sha256_file
 from core.predict.__main__ import main as predict_main
@@ -124,6 +125,11 @@ def test_feature_distance_flags_far_points():
     test = FeatureDistance(ood)
     assert not test.unlike_training(means).any() and test.unlike_training(means + 50).all()
     assert mahalanobis_distance(means[:1], means, np.eye(8))[0] == 0
+    # the stored precision is its upper triangle (the int8 file's metadata) and decodes to the whole matrix
+    _, precision = fit_class_gaussians(feats, labels, 3)
+    assert ood["precision"]["triangle"] == "upper" and ood["precision"]["shape"] == [8, 8]
+    np.testing.assert_allclose(test.precision, precision, rtol=2e-3, atol=1e-3)
+    np.testing.assert_array_equal(test.precision, test.precision.T)
 
 
 def test_energy_under_tta_uses_the_plain_view(shipped):

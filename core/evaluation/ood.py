@@ -7,7 +7,8 @@ features of the unaugmented view; the threshold is the 99.9th percentile of vali
 0.1% of real validation images are flagged. The layer and the percentile were chosen by measurement
 (docs/safety.md): on the shipped student the fused feature caught 5 of 29 non-lesion images, the last stage
 all of them, with 0.6% of the external validation images flagged at the 99.9th percentile (2.6% at the
-99.5th). Arrays travel inside the model file as base64 float16, small enough for the int8 model's metadata.
+99.5th). Arrays travel inside the model file as base64 float16 (the symmetric precision as its upper triangle),
+small enough for the int8 model's metadata.
 """
 
 import base64
@@ -27,14 +28,25 @@ MIN_CHROMA = 4.0  # mean of max(R, G, B) - min(R, G, B): dermoscopy is a colour 
 MIN_SKIN_TONED = 0.005  # pixels whose red channel is not below green and blue (sky, foliage have none)
 
 
-def _encode(array) -> dict:
+def _encode(array, symmetric: bool = False) -> dict:
+    """Base64 float16; a symmetric matrix keeps only its upper triangle (half the bytes of the int8 file's
+    metadata)."""
+    array = np.asarray(array)
+    blob = {"shape": list(array.shape)}
+    if symmetric:
+        array, blob["triangle"] = array[np.triu_indices(len(array))], "upper"
     array = np.ascontiguousarray(array, dtype=np.float16)
-    return {"shape": list(array.shape), "float16_base64": base64.b64encode(array.tobytes()).decode("ascii")}
+    return {**blob, "float16_base64": base64.b64encode(array.tobytes()).decode("ascii")}
 
 
 def _decode(blob: dict) -> np.ndarray:
-    raw = base64.b64decode(blob["float16_base64"])
-    return np.frombuffer(raw, dtype=np.float16).astype(np.float64).reshape(blob["shape"])
+    values = np.frombuffer(base64.b64decode(blob["float16_base64"]), dtype=np.float16).astype(np.float64)
+    if blob.get("triangle") != "upper":
+        return values.reshape(blob["shape"])
+    n = blob["shape"][0]
+    matrix = np.zeros((n, n))
+    matrix[np.triu_indices(n)] = values
+    return matrix + np.triu(matrix, 1).T
 
 
 def fit_class_gaussians(features, labels, num_classes: int):
@@ -57,13 +69,13 @@ def fit_ood(train_features, train_labels, val_features, num_classes: int,
             percentile: float = DEFAULT_PERCENTILE) -> dict:
     """The stored feature-distance test: class means, precision and the validation-percentile threshold."""
     means, precision = fit_class_gaussians(train_features, train_labels, num_classes)
-    means, precision = _decode(_encode(means)), _decode(_encode(precision))  # the stored precision decides
+    means, precision = _decode(_encode(means)), _decode(_encode(precision, symmetric=True))  # as stored
     val_distance = mahalanobis_distance(val_features, means, precision)
     threshold = float(np.percentile(val_distance, percentile))
     return {"method": "mahalanobis, last-stage pooled feature, nearest training class, Ledoit-Wolf shared covariance",
             "threshold": threshold, "percentile": percentile, "n_train": int(len(train_features)),
             "val_flagged_fraction": float((val_distance > threshold).mean()),
-            "means": _encode(means), "precision": _encode(precision)}
+            "means": _encode(means), "precision": _encode(precision, symmetric=True)}
 
 
 class FeatureDistance:
