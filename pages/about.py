@@ -75,6 +75,7 @@ trained on HAM10000's training split.
     if members:
         st.markdown("**The teacher is an ensemble** of independently trained hybrid teachers; its answer is their "
                     "averaged logits, each member seeing its own input size, and its maps are their averaged maps. "
+                    "Its weights are stored in half precision (the held-out figures are measured on them). "
                     "Members: " + "; ".join(members) + ". Each member's held-out figures are in Compare's ablation.")
     model_rows = [model_card_row(name, m) for name, m in models.items()]
     if model_rows:
