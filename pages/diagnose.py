@@ -80,7 +80,8 @@ def explanations(key, work, prediction, classifier, model_name):
                           format_func=lambda c: f"{FULL_NAMES[c]} ({c})", key=f"target-{key}")
     opacity = c2.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity-{key}")
     if model_name == "teacher" and not st.toggle(
-            "Compute the teacher's explanations (slow: about half a minute for all three on this server)",
+            "Compute the teacher's explanations (slow: the teacher is an ensemble; about two minutes for all three "
+            "on this 2-core server)",
             key=f"teacher-maps-{key}"):
         st.caption("The teacher's maps are computed on request; the student's take a few seconds.")
         return target, {}, {}

@@ -57,6 +57,9 @@ def test_a_teacher_only_release_ships_the_ensemble_and_keeps_the_student(release
     assert teacher["arch"] == "teacher_ensemble" and teacher["command"].startswith("python -m core.train --stage ensemble")
     assert student["command"] == first["models"]["student"]["command"] and "calibration_command" in student
     assert "calibration_command" not in teacher
+    # each model names where its weights come from: the new teacher, the kept student, int8 rebuilt from it
+    assert "re-calibrated" not in teacher["source"] and student["source"].endswith("(re-calibrated shipped weights)")
+    assert manifest["models"]["quantized"]["source"].endswith("(rebuilt from the re-calibrated shipped student)")
     assert load_model("teacher").config.arch == "teacher_ensemble"
     members = [r for r in manifest["ablation"] if r["stage"] == "teacher_member"]
     assert [r["input_size"] for r in members] == [64, 80]

@@ -145,7 +145,9 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
                 for name in sources}
     student_origin = runs.get("student") or Path(old["models"]["student"]["command"].rsplit("--out ", 1)[-1])
     external = external_records(external_dir)
-    source = f"release of {created}" + (f" (re-calibrated shipped {' and '.join(kept)} weights)" if kept else "")
+    release_name = f"release of {created}"
+    source = {name: release_name + (" (re-calibrated shipped weights)" if name in kept else "") for name in sources}
+    source["quantized"] = release_name + (" (rebuilt from the re-calibrated shipped student)" if "student" in kept else "")
     with staged_weights(root) as staging:
         for name, src in sources.items():
             logging.info("calibrating %s", name)
@@ -160,7 +162,7 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
             entry = evaluate_entry(staging / file, name, split, records, commands[name], external, gate)
             if name in kept:
                 entry["calibration_command"] = RECALIBRATE_COMMAND.format(data_dir=data_dir_arg or data_dir)
-            models[name] = {**entry, "source": source}
+            models[name] = {**entry, "source": source[name]}
         manifest = {"version": 1, "created": created,
                     "test_split": {"name": "test", "n": len(split["test"]), "seed": split["seed"],
                                    "fingerprint": split_fingerprint(split),
@@ -194,5 +196,5 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
         manifest["ablation"] = rows + shipped_rows(models, lat)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for name in kept:  # same weights: the explanation settings searched for the old files still apply
-        carry_over(old["models"][name]["sha256"], models[name]["sha256"], f"re-calibrated by {source}")
+        carry_over(old["models"][name]["sha256"], models[name]["sha256"], f"re-calibrated by {release_name}")
     return models
