@@ -80,8 +80,7 @@ def explanations(key, work, prediction, classifier, model_name):
                           format_func=lambda c: f"{FULL_NAMES[c]} ({c})", key=f"target-{key}")
     opacity = c2.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity-{key}")
     if model_name == "teacher" and not st.toggle(
-            "Compute the teacher's explanations (slow: the teacher is an ensemble; about two minutes for all three "
-            "on this 2-core server)",
+            "Compute the teacher's explanations (slow: the teacher is many times larger than the student)",
             key=f"teacher-maps-{key}"):
         st.caption("The teacher's maps are computed on request; the student's take a few seconds.")
         return target, {}, {}

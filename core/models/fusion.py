@@ -91,6 +91,7 @@ class HybridNet(HybridAnswers, nn.Module):
         logits = self.head(self.head_drop(fused))
         return HybridOutput(logits, exit_logits, feats, fused, weights)
 
+
 class LogitsAndFeatures(nn.Module):
     """Wraps a hybrid model so that module(x) returns (logits, last stage's feature): what ONNX export keeps."""
 

@@ -147,7 +147,8 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
     external = external_records(external_dir)
     release_name = f"release of {created}"
     source = {name: release_name + (" (re-calibrated shipped weights)" if name in kept else "") for name in sources}
-    source["quantized"] = release_name + (" (rebuilt from the re-calibrated shipped student)" if "student" in kept else "")
+    source["quantized"] = release_name + (" (rebuilt from the re-calibrated shipped student)"
+                                          if "student" in kept else "")
     with staged_weights(root) as staging:
         for name, src in sources.items():
             logging.info("calibrating %s", name)
