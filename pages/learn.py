@@ -77,7 +77,8 @@ def quiz_from_url(classifier) -> dict:
 
 
 def save_to_url(state) -> None:
-    """Write the quiz into the address bar (no rerun): a refresh or a bookmark comes back here."""
+    """Write the quiz into the address bar (no rerun): a refresh or a bookmark comes back here. Every change to
+    the quiz ends in a callback or `st.rerun()`, so writing it as each run starts keeps the address current."""
     params = {"set": state["set"], "seed": str(state["seed"])}
     if state["answers"]:
         params["answers"] = encode_answers(Answer(**a) for a in state["answers"])
@@ -317,6 +318,7 @@ def render():
     if "learn" not in st.session_state:
         st.session_state["learn"] = quiz_from_url(classifier)
     state = st.session_state["learn"]
+    save_to_url(state)  # before the slow maps draw, so a refresh meanwhile keeps the latest answer
     if state["presenter"]:
         presenter_view(state, classifier)
     else:
@@ -326,7 +328,6 @@ def render():
         with st.expander("Sources of the teaching notes"):
             for ref in REFERENCES:
                 st.caption(ref)
-    save_to_url(st.session_state["learn"])
 
 
 guarded(render)

@@ -4,6 +4,7 @@ Diagnose (upload, prediction, three overlays, the PDF report downloaded), a book
 and three Learn cases; screenshots go to artifacts/ (gitignored; CI keeps them as artifacts).
 """
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_learn_plays_three_cases(server):
             expect(page.get_by_text("Teaching note —")).to_be_visible(timeout=180_000)
             expect(page.get_by_text(f"Your score ({n} case")).to_be_visible(timeout=60_000)
             if n == 2:  # a refresh mid-quiz keeps the case, its reveal and the score (all in the address)
-                assert "answers=" in page.url, page.url
+                expect(page).to_have_url(re.compile(r"answers=[0-9][bmx][0-9][bmx]&revealed=1"), timeout=30_000)
                 page.reload()
                 expect(page.get_by_text("Case 2 of")).to_be_visible(timeout=90_000)
                 expect(page.get_by_text("Ground truth:")).to_be_visible(timeout=60_000)
