@@ -64,17 +64,30 @@ def calibrated_copy(src: Path, dst: Path, records, split: dict) -> None:
     save_checkpoint(dst, model, config, meta={**meta, **fitted})
 
 
-def ablation_rows(runs, lat: dict) -> list:
+def teacher_label(config: dict) -> str:
+    """Which teacher a distilled run learned from, for its row's name: ' from the N-member ensemble teacher' or
+    ' from the single teacher'; empty for a run without one, or whose teacher file is gone."""
+    path = Path(config.get("teacher") or "")
+    if not path.is_file():
+        return ""
+    members = read_checkpoint(path)["meta"].get("members", [])
+    return f" from the {len(members)}-member ensemble teacher" if members else " from the single teacher"
+
+
+def ablation_rows(runs, lat: dict, split: dict, records, external) -> list:
+    """One row per student run: its best.pt evaluated like the shipped models, on the test split and the
+    external set."""
     rows = []
     for run in runs:
-        config, report = run_info(run)
-        label = ABLATION_LABELS.get(config["stage"], config["stage"])
+        config, _ = run_info(run)
+        label = ABLATION_LABELS.get(config["stage"], config["stage"]) + teacher_label(config)
         epochs = f"{config['epochs']} epoch" + ("s" if config["epochs"] != 1 else "")
+        entry = evaluate_entry(run / "best.pt", config["stage"], split, records, training_command(config), external)
         rows.append({"name": f"{label}, {epochs}", "stage": config["stage"],
-                     "epochs": config["epochs"], "run": str(run), **{k: report["test"][k] for k in SUMMARY},
-                     "params": report["params"],
-                     "file_bytes": (run / "best.pt").stat().st_size, "latency_ms_p50": lat["student"],
-                     "command": training_command(config)})
+                     "epochs": config["epochs"], "run": str(run), **{k: entry["test"][k] for k in SUMMARY},
+                     "external": external_summary(entry["external"]) if external else None,
+                     "params": entry["params"], "file_bytes": entry["file_bytes"],
+                     "latency_ms_p50": lat["student"], "command": entry["command"]})
     return rows
 
 
@@ -180,8 +193,9 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
         lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
         # rows of runs not given here keep the figures recorded at their release; shipped rows are re-measured
         recorded = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
-        rows = (ablation_rows([Path(r) for r in ablation.split(",") if r], lat) if ablation else
-                [r for r in recorded if r["stage"] != "teacher_member"])
+        given = [Path(r) for r in ablation.split(",") if r]
+        rows = [r for r in recorded if r["stage"] != "teacher_member" and r.get("run") not in map(str, given)]
+        rows += ablation_rows(given, lat, split, records, external)
         rows += (member_rows(staging / "teacher.pt", split, records, external) if "teacher" in runs else
                  [r for r in recorded if r["stage"] == "teacher_member"])
         if scratch_teacher:
