@@ -193,9 +193,10 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
         lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
         # rows of runs not given here keep the figures recorded at their release; shipped rows are re-measured
         recorded = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
-        given = [Path(r) for r in ablation.split(",") if r]
-        rows = [r for r in recorded if r["stage"] != "teacher_member" and r.get("run") not in map(str, given)]
-        rows += ablation_rows(given, lat, split, records, external)
+        fresh = {row["run"]: row for row in ablation_rows([Path(r) for r in ablation.split(",") if r], lat, split,
+                                                         records, external)}
+        rows = [fresh.pop(r.get("run"), r) for r in recorded if r["stage"] != "teacher_member"]  # re-run in place
+        rows += fresh.values()
         rows += (member_rows(staging / "teacher.pt", split, records, external) if "teacher" in runs else
                  [r for r in recorded if r["stage"] == "teacher_member"])
         if scratch_teacher:
