@@ -48,10 +48,8 @@ def class_counts(split: dict, records) -> dict:
     return {part: {c: sum(dx[i] == c for i in split[part]) for c in CLASSES} for part in ("train", "val", "test")}
 
 
-def run_info(run: Path):
-    config = json.loads((run / "config.json").read_text())
-    report = json.loads((run / "report.json").read_text())
-    return config, report
+def run_config(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())
 
 
 def calibrated_copy(src: Path, dst: Path, records, split: dict) -> None:
@@ -79,16 +77,21 @@ def ablation_rows(runs, lat: dict, split: dict, records, external) -> list:
     external set."""
     rows = []
     for run in runs:
-        config, _ = run_info(run)
+        config = run_config(run)
         label = ABLATION_LABELS.get(config["stage"], config["stage"]) + teacher_label(config)
         epochs = f"{config['epochs']} epoch" + ("s" if config["epochs"] != 1 else "")
         entry = evaluate_entry(run / "best.pt", config["stage"], split, records, training_command(config), external)
-        rows.append({"name": f"{label}, {epochs}", "stage": config["stage"],
-                     "epochs": config["epochs"], "run": str(run), **{k: entry["test"][k] for k in SUMMARY},
-                     "external": external_summary(entry["external"]) if external else None,
-                     "params": entry["params"], "file_bytes": entry["file_bytes"],
-                     "latency_ms_p50": lat["student"], "command": entry["command"]})
+        rows.append(evaluated_row(f"{label}, {epochs}", config["stage"], entry, epochs=config["epochs"],
+                                  run=str(run), latency_ms_p50=lat["student"]))
     return rows
+
+
+def evaluated_row(name: str, stage: str, entry: dict, **extra) -> dict:
+    """An ablation row from an evaluate_entry() result: test figures, external figures (None when the external
+    set is absent), size and command."""
+    return {"name": name, "stage": stage, **{k: entry["test"][k] for k in SUMMARY},
+            "external": external_summary(entry["external"]) if "external" in entry else None,
+            "params": entry["params"], "file_bytes": entry["file_bytes"], "command": entry["command"], **extra}
 
 
 def external_summary(report: dict) -> dict:
@@ -120,11 +123,8 @@ def member_rows(teacher_file: Path, split: dict, records, external) -> list:
         entry = evaluate_entry(path, f"teacher member {i}", split, records, member["command"], external)
         trunk = entry["pretrained"]["trunk"]["package"].removesuffix("-pytorch-model")
         epochs = read_checkpoint(path)["meta"]["train_config"]["epochs"]
-        rows.append({"name": f"teacher member {i}: {trunk} trunk, {entry['input_size']} px, {epochs} epochs",
-                     "stage": "teacher_member", **{k: entry["test"][k] for k in SUMMARY},
-                     "external": external_summary(entry["external"]) if external else None,
-                     "params": entry["params"], "file_bytes": entry["file_bytes"],
-                     "input_size": entry["input_size"], "command": entry["command"]})
+        rows.append(evaluated_row(f"teacher member {i}: {trunk} trunk, {entry['input_size']} px, {epochs} epochs",
+                                  "teacher_member", entry, input_size=entry["input_size"]))
     return rows
 
 
@@ -154,7 +154,7 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
     if len(fingerprints | {split_fingerprint(split)}) != 1:
         raise ReleaseError("the runs and the shipped models that stay were trained on different splits")
     sources = {name: runs[name] / "best.pt" if name in runs else root / f"{name}.pt" for name in ("teacher", "student")}
-    commands = {name: training_command(run_info(runs[name])[0]) if name in runs else old["models"][name]["command"]
+    commands = {name: training_command(run_config(runs[name])) if name in runs else old["models"][name]["command"]
                 for name in sources}
     student_origin = runs.get("student") or Path(old["models"]["student"]["command"].rsplit("--out ", 1)[-1])
     external = external_records(external_dir)
