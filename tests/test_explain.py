@@ -159,7 +159,7 @@ def test_lime_samples_built_at_model_size_keep_the_top_superpixels(monkeypatch):
         def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
             def resized(batch):
                 arr = np.stack([resize_uint8(Image.fromarray(b.astype(np.uint8)), cfg.img_size) for b in batch])
-                return classifier_fn(to_model_tensor(torch.from_numpy(arr), cfg.mean, cfg.std))
+                return classifier_fn(to_model_tensor(torch.from_numpy(arr), cfg))
             return super().data_labels(image, fudged_image, segments, resized, num_samples, batch_size)
 
     monkeypatch.setattr(heatmaps, "BatchedLimeImageExplainer", PerSamplePil)
@@ -305,7 +305,7 @@ def test_lime_explains_the_prediction_s_own_input():
     batch_logits = student.batch_logits
     student.batch_logits = lambda x: batches.append(x.clone()) or batch_logits(x)
     explain(student, image, "lime", num_samples=100)
-    assert torch.equal(batches[0][0], preprocess(image, cfg.img_size, cfg.mean, cfg.std)[0])
+    assert torch.equal(batches[0][0], preprocess(image, cfg)[0])
 
 
 def test_measured_scores_become_a_plain_caption_and_follow_the_settings(private_weights):

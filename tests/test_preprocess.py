@@ -7,8 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.preprocess import ImageError, load_image, preprocess
-from core.models.pretrained import LITE_MEAN, LITE_STD
+from core.data.preprocess import ImageError, load_image, preprocess, to_model_tensor
+from core.models.factory import DEFAULT_CONFIGS
+
+CFG64 = DEFAULT_CONFIGS["student"](64)
 
 
 def encode(im, fmt="PNG", **kw) -> bytes:
@@ -34,7 +36,7 @@ def test_odd_modes_become_finite_model_tensors(mode):
     data = encode(im, "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG"))
     loaded = load_image(data)
     assert loaded.mode == "RGB" and loaded.size == (50, 40)
-    x = preprocess(data, 112, LITE_MEAN, LITE_STD)
+    x = preprocess(data, DEFAULT_CONFIGS["student"](112))
     assert x.shape == (1, 3, 112, 112) and torch.isfinite(x).all()
 
 
@@ -55,9 +57,27 @@ def test_exif_orientation_is_applied():
     assert top[2] > 150 and top[0] < 100  # the blue half is now on top
 
 
+def test_shades_of_gray_removes_a_global_colour_cast():
+    """A model configured for Shades-of-Gray gets the same input whatever the camera's per-channel gain; without
+    it, the cast reaches the model."""
+    rng = np.random.default_rng(0)
+    lesion = rng.integers(40, 160, size=(1, 32, 32, 3)).astype(np.float64)
+    cast = np.clip(np.round(lesion * (1.3, 1.0, 0.7)), 0, 255)  # a warm light: no pixel clipped
+    as_tensor = lambda a: torch.from_numpy(a.astype(np.uint8))  # noqa: E731
+    corrected = DEFAULT_CONFIGS["student"](32)
+    corrected.colour_constancy = "shades_of_gray"
+    assert torch.allclose(to_model_tensor(as_tensor(lesion), corrected), to_model_tensor(as_tensor(cast), corrected),
+                          atol=0.05)
+    assert not torch.allclose(to_model_tensor(as_tensor(lesion), CFG64), to_model_tensor(as_tensor(cast), CFG64),
+                              atol=0.05)
+    orange = to_model_tensor(as_tensor(np.full((1, 4, 4, 3), (200, 120, 60), np.float64)), corrected)
+    unnormalised = orange * torch.tensor(corrected.std).view(1, 3, 1, 1) + torch.tensor(corrected.mean).view(1, 3, 1, 1)
+    assert torch.allclose(unnormalised, unnormalised[:, :1].expand_as(unnormalised), atol=1e-5)  # neutral grey
+
+
 def test_pil_image_input_equals_bytes_input():
     im = Image.new("RGB", (40, 30), (10, 120, 200))
-    assert torch.equal(preprocess(im, 64, LITE_MEAN, LITE_STD), preprocess(encode(im), 64, LITE_MEAN, LITE_STD))
+    assert torch.equal(preprocess(im, CFG64), preprocess(encode(im), CFG64))
 
 
 @pytest.mark.parametrize("data,reason", [

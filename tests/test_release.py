@@ -26,7 +26,7 @@ def released(tiny_runs, tmp_path_factory):
     return root
 
 
-def test_release_writes_a_complete_manifest(released, tmp_path, monkeypatch):
+def test_release_writes_a_complete_manifest(released, tiny_runs, tmp_path, monkeypatch):
     shutil.copytree(released, tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(tmp_path))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -42,6 +42,8 @@ def test_release_writes_a_complete_manifest(released, tmp_path, monkeypatch):
     assert [r["stage"] for r in manifest["ablation"]] == ["mskd_lf", "teacher", "quantized"]
     row = manifest["ablation"][0]  # a distilled run names its teacher and is evaluated on both held-out sets
     assert row["name"] == "multi-stage KD + layer fusion from the single teacher, 1 epoch"
+    recorded = json.loads((tiny_runs / "mskd_lf" / "config.json").read_text())  # the name comes from this record
+    assert (recorded["teacher_sha256"], recorded["teacher_members"]) == (sha256_file(recorded["teacher"]), 0)
     assert row["balanced_accuracy"] == manifest["models"]["student"]["test"]["balanced_accuracy"]
     assert (row["external"] is None) == (manifest["external"] is None)
     assert manifest["bench"]["models"]["quantized"]["executed_ops"].get("QLinearConv", 0) > 0

@@ -12,7 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.data.preprocess import ImageError, load_image, preprocess
-from core.models.pretrained import LITE_MEAN, LITE_STD
+from core.models.factory import DEFAULT_CONFIGS
 from core.registry.loader import load_model
 from core.registry.predict import NOT_DERMOSCOPIC, predict_image
 from core.service.auth import LoginThrottle, password_matches
@@ -74,7 +74,7 @@ def test_preprocess_property(width, height, mode, fmt, seed):
     except (OSError, ValueError, KeyError):
         return  # this format cannot store this mode: nothing to decode
     try:
-        x = preprocess(data, 64, LITE_MEAN, LITE_STD)
+        x = preprocess(data, DEFAULT_CONFIGS["student"](64))
     except ImageError as exc:
         assert str(exc)
         return

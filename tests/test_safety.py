@@ -140,8 +140,8 @@ def test_energy_under_tta_uses_the_plain_view(shipped):
 
     classifier = shipped["quantized"]
     cfg = classifier.config
-    lesion = preprocess(next((FIXTURE / "images").glob("*.jpg")), cfg.img_size, cfg.mean, cfg.std)
-    flat = preprocess(NEGATIVE["solid_tan"], cfg.img_size, cfg.mean, cfg.std)
+    lesion = preprocess(next((FIXTURE / "images").glob("*.jpg")), cfg)
+    flat = preprocess(NEGATIVE["solid_tan"], cfg)
     out = classifier.predict_outputs(torch.cat([lesion, flat]), tta=True)
     plain = classifier.predict_outputs(torch.cat([lesion, flat]), tta=False)
     assert torch.allclose(out.plain_logits, plain.logits, atol=1e-4)

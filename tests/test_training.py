@@ -30,7 +30,7 @@ def train_set_loss(model, config, run_dir):
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.train()
     with torch.no_grad():
-        logits = model.predict(to_model_tensor(torch.from_numpy(np.ascontiguousarray(images)), config.mean, config.std))
+        logits = model.predict(to_model_tensor(torch.from_numpy(np.ascontiguousarray(images)), config))
     return torch.nn.functional.cross_entropy(logits, labels).item()
 
 

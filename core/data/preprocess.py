@@ -2,7 +2,8 @@
 
 `load_image` turns bytes or a path into an upright RGB PIL image (or raises `ImageError` with a
 clear reason); `resize_uint8` gives the model-size uint8 array that the training cache stores;
-`to_model_tensor` normalises it. `preprocess` chains them for inference.
+`to_model_tensor` applies the model's colour constancy and normalises it. `preprocess` chains them for
+inference. Every step reads the model's own config, so training, evaluation and the app feed it alike.
 """
 
 import io
@@ -123,22 +124,35 @@ def resize_uint8(image: Image.Image, size: int) -> np.ndarray:
     return np.array(image.resize((size, size), Image.BICUBIC, reducing_gap=3.0), dtype=np.uint8)  # writable
 
 
-def to_model_tensor(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """Normalise an NxHxWx3 (or NxCxHxW) uint8 tensor to float NxCxHxW with the model's mean and std
-    (required: there is no default a caller could silently get wrong)."""
+def shades_of_gray(x: torch.Tensor, p: int = 6) -> torch.Tensor:
+    """Shades-of-Gray colour constancy (Finlayson & Trezzi 2004; p = 6 as the ISIC 2019 winners used) on float
+    NxCxHxW images in [0, 1]: each image's illuminant is its per-channel Minkowski p-mean, and the channels are
+    rescaled so that it becomes neutral grey, removing the colour cast of the clinic's camera and light."""
+    illuminant = x.pow(p).mean(dim=(2, 3), keepdim=True).pow(1.0 / p)
+    illuminant = illuminant / illuminant.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return (x / (illuminant * 3 ** 0.5).clamp_min(1e-6)).clamp_(0.0, 1.0)
+
+
+# ModelConfig.colour_constancy -> the function applied to [0, 1] float images before normalisation
+COLOUR_CONSTANCY = {"none": lambda x: x, "shades_of_gray": shades_of_gray}
+
+
+def to_model_tensor(batch_uint8: torch.Tensor, config) -> torch.Tensor:
+    """An NxHxWx3 (or NxCxHxW) uint8 tensor as the model's float NxCxHxW input: its colour constancy, then its
+    mean and std (`config`: the model's ModelConfig; there is no default a caller could silently get wrong)."""
     if batch_uint8.shape[-1] == 3 and batch_uint8.ndim == 4:
         batch_uint8 = batch_uint8.permute(0, 3, 1, 2)
-    x = batch_uint8.float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    x = COLOUR_CONSTANCY[config.colour_constancy](batch_uint8.float().div_(255.0))
+    m = torch.tensor(config.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(config.std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s
 
 
-def preprocess(source, size: int, mean, std) -> torch.Tensor:
-    """Path/bytes/PIL image -> normalised 1x3xSxS float tensor."""
+def preprocess(source, config) -> torch.Tensor:
+    """Path/bytes/PIL image -> the model's 1x3xSxS float input (S: config.img_size)."""
     if isinstance(source, Image.Image):
         image = _to_rgb(ImageOps.exif_transpose(source))
     else:
         image = load_image(source)
-    arr = torch.from_numpy(resize_uint8(image, size)).unsqueeze(0)
-    return to_model_tensor(arr, mean, std)
+    arr = torch.from_numpy(resize_uint8(image, config.img_size)).unsqueeze(0)
+    return to_model_tensor(arr, config)

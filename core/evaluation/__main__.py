@@ -10,6 +10,10 @@ macro AUC with bootstrap 95% intervals (lesions resampled where lesion ids exist
 confusion matrix, ECE and reliability bins, ROC points, the referral flag's sensitivity and specificity at each
 stored threshold (`triage`), and the share of images the input gate refuses. `--plots` writes
 reliability.png and roc.png.
+
+`--versus MODEL` evaluates a second model on the same images and adds their paired difference (second minus
+first) with 95% intervals from the same lesion resamples, for "is B better than A on this set?"; the referral
+figures compare each model at its own validation-chosen 90% threshold.
 """
 
 import argparse
@@ -17,13 +21,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from core.data.ham10000 import DatasetError, load_external, read_labels
 from core.data.preprocess import ImageError
 from core.data.split import load_split
+from core.evaluation.calibration import referral_key
 from core.evaluation.plots import write_plots
-from core.evaluation.report import records_report
+from core.evaluation.report import paired_difference, records_report
 from core.models.checkpoint import CheckpointError
 from core.paths import resolve_external_dir
 from core.registry.loader import load_model
@@ -41,6 +47,18 @@ def json_safe(value):
     return value
 
 
+def versus_report(names, classifiers, reports, records) -> dict:
+    """Both models' reports (without per-image predictions) and the paired difference of the second from the
+    first, referral compared at each model's validation-chosen 90% threshold."""
+    probs = [np.asarray(r.pop("predictions")["probabilities"]) for r in reports]
+    thresholds = tuple(r.get("triage", {}).get(referral_key(0.9), {}).get("threshold") for r in reports)
+    labels = np.array([r.label for r in records])
+    groups = np.array([r.lesion_id for r in records])
+    difference = paired_difference(labels, probs[0], probs[1], classifiers[0].config.classes, groups, thresholds)
+    return {"model": names[0], "versus": names[1], "n": len(records), "reports": dict(zip(names, reports)),
+            "difference_versus_minus_model": difference}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,14 +68,18 @@ def main(argv=None) -> int:
     p.add_argument("--external", action="store_true", help="evaluate on the external validation set")
     p.add_argument("--split-file", help="optional split.json: evaluate only one of its splits")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--versus", metavar="MODEL", help="a second model: also report its paired difference from --model")
     p.add_argument("--json", dest="json_out", help="write the report here")
     p.add_argument("--plots", help="folder for reliability.png and roc.png")
     add_tta_flag(p)
     a = p.parse_args(argv)
     if a.external == bool(a.images or a.labels) or (not a.external and not (a.images and a.labels)):
         p.error("give --images and --labels, or --external")
+    if a.versus and a.plots:
+        p.error("--plots draws one model's curves: leave out --versus")
     try:
-        classifier = load_model(a.model)
+        names = [a.model] + ([a.versus] if a.versus else [])
+        classifiers = [load_model(name) for name in names]
         if a.external:
             records = load_external(resolve_external_dir())
         else:
@@ -67,12 +89,15 @@ def main(argv=None) -> int:
             records = [r for r in records if r.image_id in keep]
         if not records:
             raise DatasetError("no labelled images to evaluate (is the split file for this data set?)")
-        with tqdm(total=len(records), desc=f"decoding for {a.model}", file=sys.stderr) as bar:
-            report = records_report(classifier, records, tta=a.tta,
-                                    progress=lambda done, total: bar.update(done - bar.n))
+        reports = []
+        for name, classifier in zip(names, classifiers):
+            with tqdm(total=len(records), desc=f"decoding for {name}", file=sys.stderr) as bar:
+                reports.append(records_report(classifier, records, tta=a.tta, keep_predictions=bool(a.versus),
+                                              progress=lambda done, total: bar.update(done - bar.n)))
     except (DatasetError, CheckpointError, ImageError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    report = reports[0] if not a.versus else versus_report(names, classifiers, reports, records)
     text = json.dumps(json_safe(report), indent=2)
     if a.json_out:
         Path(a.json_out).write_text(text)

@@ -52,12 +52,12 @@ def model_outputs(outputs_fn, x: torch.Tensor, tta: bool = False) -> Outputs:
 
 
 @torch.inference_mode()
-def batched_outputs(outputs_fn, images_uint8, mean, std, batch_size: int = 128, tta: bool = False) -> Outputs:
+def batched_outputs(outputs_fn, images_uint8, config, batch_size: int = 128, tta: bool = False) -> Outputs:
     """`model_outputs` over N x S x S x 3 uint8 images, as numpy arrays."""
     parts = []
     step = max(1, batch_size // 8) if tta else batch_size
     for start in range(0, len(images_uint8), step):
-        chunk = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[start:start + step])), mean, std)
+        chunk = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[start:start + step])), config)
         parts.append(model_outputs(outputs_fn, chunk, tta))
     return concat_outputs(parts)
 
@@ -69,11 +69,11 @@ def concat_outputs(parts) -> Outputs:
     return Outputs(join("logits"), join("plain_logits"), join("features"))
 
 
-def batched_logits(logits_fn, images_uint8, mean, std, batch_size: int = 128, tta: bool = False) -> np.ndarray:
-    return batched_outputs(logits_fn, images_uint8, mean, std, batch_size, tta).logits
+def batched_logits(logits_fn, images_uint8, config, batch_size: int = 128, tta: bool = False) -> np.ndarray:
+    return batched_outputs(logits_fn, images_uint8, config, batch_size, tta).logits
 
 
-def fit_inference_mode(outputs_fn, val_images, val_labels, mean, std, classes) -> dict:
+def fit_inference_mode(outputs_fn, val_images, val_labels, config) -> dict:
     """Calibration of the inference mode that validation prefers, TTA or plain.
 
     TTA is the default only if it raises validation balanced accuracy; each mode gets its own
@@ -81,23 +81,24 @@ def fit_inference_mode(outputs_fn, val_images, val_labels, mean, std, classes) -
     """
     scores, calibrations = {}, {}
     for tta in (False, True):
-        out = batched_outputs(outputs_fn, val_images, mean, std, tta=tta)
-        scores[tta] = classification_metrics(val_labels, softmax_np(out.logits), classes)["balanced_accuracy"]
-        calibrations[tta] = {**fit_calibration(out.logits, val_labels, out.plain_logits, classes).to_dict(), "tta": tta}
+        out = batched_outputs(outputs_fn, val_images, config, tta=tta)
+        scores[tta] = classification_metrics(val_labels, softmax_np(out.logits), config.classes)["balanced_accuracy"]
+        fitted = fit_calibration(out.logits, val_labels, out.plain_logits, config.classes)
+        calibrations[tta] = {**fitted.to_dict(), "tta": tta}
     use_tta = scores[True] > scores[False]
     decision = {"val_balanced_accuracy_plain": scores[False], "val_balanced_accuracy_tta": scores[True]}
     return {**calibrations[use_tta], **decision, "other": calibrations[not use_tta]}
 
 
-def fit_feature_distance(outputs_fn, images, labels, part: dict, mean, std, num_classes: int, seed: int = 0) -> dict:
+def fit_feature_distance(outputs_fn, images, labels, part: dict, config, seed: int = 0) -> dict:
     """The out-of-distribution test of a model: class Gaussians on (a fixed subset of) training-split
     features, threshold on validation-split features (`core.evaluation.ood.fit_ood`)."""
     train = np.asarray(part["train"])
     if len(train) > OOD_TRAIN_IMAGES:
         train = np.sort(np.random.default_rng(seed).choice(train, OOD_TRAIN_IMAGES, replace=False))
-    train_features = batched_outputs(outputs_fn, images[train], mean, std).features
-    val_features = batched_outputs(outputs_fn, images[part["val"]], mean, std).features
-    return fit_ood(train_features, np.asarray(labels)[train], val_features, num_classes)
+    train_features = batched_outputs(outputs_fn, images[train], config).features
+    val_features = batched_outputs(outputs_fn, images[part["val"]], config).features
+    return fit_ood(train_features, np.asarray(labels)[train], val_features, config.num_classes)
 
 
 def fit_model_calibration(outputs_fn, config, images, labels, part: dict) -> dict:
@@ -105,9 +106,8 @@ def fit_model_calibration(outputs_fn, config, images, labels, part: dict) -> dic
     {"calibration": inference mode, temperature, uncertain and referral thresholds (validation),
      "ood": the feature-distance test (training features, validation threshold)}."""
     labels = np.asarray(labels)
-    calibration = fit_inference_mode(outputs_fn, images[part["val"]], labels[part["val"]], config.mean, config.std,
-                                     config.classes)
-    ood = fit_feature_distance(outputs_fn, images, labels, part, config.mean, config.std, config.num_classes)
+    calibration = fit_inference_mode(outputs_fn, images[part["val"]], labels[part["val"]], config)
+    ood = fit_feature_distance(outputs_fn, images, labels, part, config)
     return {"calibration": calibration, "ood": ood}
 
 

@@ -71,6 +71,29 @@ def bootstrap_ci(y_true, probs, classes, groups=None, thresholds=None, n_boot: i
     return out
 
 
+def paired_difference(y_true, probs_a, probs_b, classes, groups=None, thresholds=(None, None),
+                      n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Model B minus model A on the same images: the summary metrics and, with a referral threshold per model
+    (`thresholds`), the referral sensitivity and specificity, each with a 95% interval from paired resamples of
+    lesions (both models scored on the same draw, so the images' shared difficulty cancels) and the share of
+    draws in which B is ahead. Two models' separate intervals overlap long before their difference is unclear."""
+    groups = np.arange(len(y_true)) if groups is None else groups
+
+    def figures(idx):
+        a = classification_metrics(y_true[idx], probs_a[idx], classes)
+        b = classification_metrics(y_true[idx], probs_b[idx], classes)
+        out = {k: b[k] - a[k] for k in SUMMARY}
+        if None not in thresholds:
+            ta, tb = (triage_figures(y_true[idx], p[idx], classes, t) for p, t in zip((probs_a, probs_b), thresholds))
+            out.update({f"referral_{k}": tb[k] - ta[k] for k in ("sensitivity", "specificity")})
+        return out
+
+    point = figures(np.arange(len(y_true)))
+    draws = [figures(idx) for idx in resamples(groups, n_boot, seed)]
+    return {k: {"difference": float(v), "ci95": percentile_ci([d[k] for d in draws]),
+                "b_ahead_fraction": float(np.mean([d[k] > 0 for d in draws]))} for k, v in point.items()}
+
+
 def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = True, tta=None,
                  gate_images=None, keep_predictions: bool = False, outputs=None) -> dict:
     """Metrics of `classifier` (calibrated probabilities, in its validation-chosen inference mode unless
@@ -81,7 +104,7 @@ def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = 
     cfg = classifier.config
     calibration = calibration_for(classifier.calibration, tta)
     use_tta = bool(calibration.get("tta", False))
-    out = outputs or batched_outputs(classifier.outputs, images_uint8, cfg.mean, cfg.std, tta=use_tta)
+    out = outputs or batched_outputs(classifier.outputs, images_uint8, cfg, tta=use_tta)
     probs = softmax_np(out.logits, float(calibration.get("temperature", 1.0)))
     labels = np.asarray(labels)
     report = classification_metrics(labels, probs, cfg.classes)
@@ -99,7 +122,7 @@ def split_report(classifier, images_uint8, labels, groups=None, with_ci: bool = 
         refused |= classifier.feature_distance.unlike_training(out.features)
     gate = classifier.gate
     if gate is not None and gate.feature_distance is not None and gate_images is not None:
-        gate_features = batched_outputs(gate.outputs, gate_images, gate.config.mean, gate.config.std).features
+        gate_features = batched_outputs(gate.outputs, gate_images, gate.config).features
         refused |= gate.feature_distance.unlike_training(gate_features)
     report["not_dermoscopic_fraction"] = float(refused.mean())  # real images the input gate would refuse
     if keep_predictions:  # per image, in input order: calibrated probabilities, risk, refusal
@@ -122,7 +145,7 @@ def model_outputs_on(classifier, images_uint8, tta=None, batch_size: int = 16):
     server's memory flat."""
     use_tta = bool(calibration_for(classifier.calibration, tta).get("tta", False))
     cfg = classifier.config
-    return batched_outputs(classifier.outputs, images_uint8, cfg.mean, cfg.std, batch_size=batch_size, tta=use_tta)
+    return batched_outputs(classifier.outputs, images_uint8, cfg, batch_size=batch_size, tta=use_tta)
 
 
 def default_triage(report: dict, target: float = 0.9) -> dict:
@@ -130,7 +153,7 @@ def default_triage(report: dict, target: float = 0.9) -> dict:
     return report.get("triage", {}).get(referral_key(target), {})
 
 
-def records_report(classifier, records, indices=None, progress=None, tta=None) -> dict:
+def records_report(classifier, records, indices=None, progress=None, tta=None, keep_predictions: bool = False) -> dict:
     """`split_report` of `records[indices]` (all records by default), images decoded through the one
     preprocessing path (and its cache), with CIs that resample lesions."""
     indices = np.arange(len(records)) if indices is None else np.asarray(indices)
@@ -140,7 +163,8 @@ def records_report(classifier, records, indices=None, progress=None, tta=None) -
     gate_images = None
     if classifier.gate is not None:
         gate_images = cached_images(records, classifier.gate.config.img_size)[indices]
-    return split_report(classifier, images[indices], labels, groups=lesions, tta=tta, gate_images=gate_images)
+    return split_report(classifier, images[indices], labels, groups=lesions, tta=tta, gate_images=gate_images,
+                        keep_predictions=keep_predictions)
 
 
 def with_ci(value, ci=None) -> str:

@@ -146,7 +146,7 @@ def _run_cam(cam_cls, classifier, image, target, float_classifier, progress, bat
     private, notes = _cam_model(classifier, float_classifier, method)
     module, hybrid = private.module, private.module.model
     cfg = classifier.config
-    x = preprocess(image, cfg.img_size, cfg.mean, cfg.std)
+    x = preprocess(image, cfg)
     layers = [hybrid.get_submodule(n) for n in layers] if layers else hybrid.cam_target_layers()
     model = module
     if method == "scorecam":
@@ -214,7 +214,7 @@ def lime_batch_to_model(batch: np.ndarray, cfg) -> torch.Tensor:
     (antialiased bicubic, rounded to 8-bit like PIL's resize)."""
     x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bicubic", antialias=True, align_corners=False)
-    return to_model_tensor(x.clamp_(0, 255).round_(), cfg.mean, cfg.std)
+    return to_model_tensor(x.clamp_(0, 255).round_(), cfg)
 
 
 LIME_BLUR_RADIUS = LIME_VIEW_SIZE / 16  # wipes out lesion structure, keeps the local colour
@@ -286,7 +286,7 @@ def explain_lime(classifier, image, target, progress=None, float_classifier=None
     segmenter = SegmentationAlgorithm("slic", n_segments=n_segments, compactness=10, sigma=1, start_label=0,
                                       random_seed=seed)
     explainer = BatchedLimeImageExplainer(lambda views: lime_batch_to_model(views, cfg), cfg.img_size,
-                                          shown=preprocess(image, cfg.img_size, cfg.mean, cfg.std)[0],
+                                          shown=preprocess(image, cfg)[0],
                                           random_state=seed)
     exp = explainer.explain_instance(view, classifier_fn, labels=(target,), top_labels=None,
                                      hide_color=LIME_HIDE[hide](view),
@@ -343,7 +343,7 @@ def explain(classifier, image: Image.Image, method: str, target=None, opacity: f
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     cfg = classifier.config
     if target is None:
-        target = int(classifier.logits(preprocess(image, cfg.img_size, cfg.mean, cfg.std)).argmax())
+        target = int(classifier.logits(preprocess(image, cfg)).argmax())
     elif isinstance(target, str):
         target = list(cfg.classes).index(target)
     chosen, provenance = chosen_settings(method, classifier.sha256, getattr(float_classifier, "sha256", None))

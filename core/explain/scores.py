@@ -54,7 +54,7 @@ class ClassifierModule(torch.nn.Module):
 def road_faithfulness(classifier, image: Image.Image, heatmap: np.ndarray, target: int) -> float:
     """ROAD combined score (LeRF - MoRF confidence, averaged over percentiles): higher is more faithful."""
     cfg = classifier.config
-    x = preprocess(image, cfg.img_size, cfg.mean, cfg.std)
+    x = preprocess(image, cfg)
     cam = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((cfg.img_size, cfg.img_size)))
     metric = ROADCombined(percentiles=list(ROAD_PERCENTILES))
     with torch.no_grad():

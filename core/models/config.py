@@ -15,6 +15,7 @@ class ModelConfig:
     classes: tuple = CLASSES
     mean: tuple = field(kw_only=True)  # input normalisation: required, it must match the weights' training
     std: tuple = field(kw_only=True)
+    colour_constancy: str = "none"  # key in core.data.preprocess.COLOUR_CONSTANCY, applied before mean/std
     fusion_dim: int = 128
     drop_rate: float = 0.2
     arch_kwargs: dict = field(default_factory=dict)

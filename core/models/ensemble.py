@@ -77,10 +77,12 @@ def ensemble_config(member_configs) -> ModelConfig:
     limit; its reports are measured on the stored (rounded) weights."""
     first = member_configs[0]
     for c in member_configs[1:]:
-        if (c.classes, c.mean, c.std) != (first.classes, first.mean, first.std):
-            raise ValueError("ensemble members must share classes and input normalisation")
+        if (c.classes, c.mean, c.std, c.colour_constancy) != (first.classes, first.mean, first.std,
+                                                               first.colour_constancy):
+            raise ValueError("ensemble members must share classes, input normalisation and colour constancy")
     return ModelConfig(arch="teacher_ensemble", img_size=max(c.img_size for c in member_configs),
                        num_classes=first.num_classes, classes=first.classes, mean=first.mean, std=first.std,
+                       colour_constancy=first.colour_constancy,
                        fusion_dim=sum(c.fusion_dim for c in member_configs), drop_rate=0.0,
                        arch_kwargs={"members": [c.to_dict() for c in member_configs]},
                        pretrained={f"member {i}": c.pretrained for i, c in enumerate(member_configs)},

@@ -108,7 +108,7 @@ class ImageCalibrationReader:
             return None
         chunk = torch.from_numpy(np.ascontiguousarray(self.images[self.pos:self.pos + self.batch_size]))
         self.pos += self.batch_size
-        return {self.input_name: to_model_tensor(chunk, self.config.mean, self.config.std).numpy()}
+        return {self.input_name: to_model_tensor(chunk, self.config).numpy()}
 
     def rewind(self):
         self.pos = 0

@@ -98,7 +98,7 @@ def unlike_training(model, image, outputs=None) -> bool:
         return False
     if outputs is None:
         cfg = model.config
-        outputs = model.predict_outputs(preprocess(image, cfg.img_size, cfg.mean, cfg.std))
+        outputs = model.predict_outputs(preprocess(image, cfg))
     return outputs.features is not None and bool(model.feature_distance.unlike_training(outputs.features.numpy())[0])
 
 
@@ -108,7 +108,7 @@ def predict_image(classifier, image, tta=None, referral_sensitivity=None) -> Pre
     `tta`: dihedral test-time augmentation on/off; None uses the mode chosen on validation.
     `referral_sensitivity`: one of REFERRAL_TARGETS; None reads the deployer's setting (`referral_target`).
     """
-    x = preprocess(image, classifier.config.img_size, classifier.config.mean, classifier.config.std)
+    x = preprocess(image, classifier.config)
     cal = calibration_for(classifier.calibration, tta)
     out = classifier.predict_outputs(x, tta=bool(cal.get("tta", False)))
     t = float(cal.get("temperature", 1.0))

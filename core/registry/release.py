@@ -63,13 +63,13 @@ def calibrated_copy(src: Path, dst: Path, records, split: dict) -> None:
 
 
 def teacher_label(config: dict) -> str:
-    """Which teacher a distilled run learned from, for its row's name: ' from the N-member ensemble teacher' or
-    ' from the single teacher'; empty for a run without one, or whose teacher file is gone."""
-    path = Path(config.get("teacher") or "")
-    if not path.is_file():
+    """Which teacher a distilled run learned from, for its row's name, as its config.json recorded it at
+    training time: ' from the N-member ensemble teacher' or ' from the single teacher'; empty for a run without
+    a teacher or one that predates the record (the file at its teacher path may since have been replaced)."""
+    members = config.get("teacher_members")
+    if members is None:
         return ""
-    members = read_checkpoint(path)["meta"].get("members", [])
-    return f" from the {len(members)}-member ensemble teacher" if members else " from the single teacher"
+    return f" from the {members}-member ensemble teacher" if members else " from the single teacher"
 
 
 def ablation_rows(runs, lat: dict, split: dict, records, external) -> list:

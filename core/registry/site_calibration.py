@@ -122,7 +122,7 @@ def fit_site(classifier, records, name: str, seed: int = 0, progress=None, now=N
     tta = bool(validation.get("tta", False))
     cfg = classifier.config
     images = cached_images(records, cfg.img_size, progress=progress)
-    out = batched_outputs(classifier.outputs, images, cfg.mean, cfg.std, tta=tta)
+    out = batched_outputs(classifier.outputs, images, cfg, tta=tta)
     site = fit_calibration(out.logits[fit], labels[fit], out.plain_logits[fit], cfg.classes)
     probs_before = softmax_np(out.logits[held], float(validation.get("temperature", 1.0)))
     probs_after = softmax_np(out.logits[held], site.temperature)

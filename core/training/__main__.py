@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.data.ham10000 import DatasetError
+from core.data.preprocess import COLOUR_CONSTANCY
 from core.distillation.stages import STAGES
 from core.models.checkpoint import CheckpointError
 from core.registry.loader import shipped_path
@@ -61,6 +62,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the architecture's)")
     p.add_argument("--trunk", choices=TEACHER_TRUNKS,
                    help="teacher only: its ImageNet EfficientNet-Lite trunk (default: efficientnet_lite0)")
+    p.add_argument("--colour-constancy", default=d.colour_constancy, choices=tuple(COLOUR_CONSTANCY),
+                   help="colour correction stored with the model and applied to every input it gets "
+                        "(shades_of_gray: Shades-of-Gray, p = 6)")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when present (bf16 autocast), else CPU")
     p.add_argument("--sync-batchnorm", default=d.sync_batchnorm, choices=("auto", "on", "off"),

@@ -4,6 +4,7 @@ import shlex
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from core.data.preprocess import COLOUR_CONSTANCY
 from core.distillation.stages import STAGES
 from core.models.trunk import LITE_MULTIPLIERS
 from core.training.distributed import launch_environment
@@ -57,6 +58,7 @@ class TrainConfig:
     drop_path_rate: float = None  # None: the architecture's default stochastic depth
     members: str = None  # ensemble only: comma-separated finished teacher run folders or checkpoint files
     trunk: str = None  # teacher only: its EfficientNet-Lite trunk (None: the architecture's, Lite0)
+    colour_constancy: str = "none"  # stored in the model's config; every later input gets it (COLOUR_CONSTANCY)
 
     def __post_init__(self):
         if not self.img_size and self.stage in STAGES:
@@ -129,6 +131,8 @@ class TrainConfig:
             p.append(f"batch size {self.batch_size} is the global batch and must divide by the {world} processes")
         if not 0 <= self.warmup_epochs <= self.epochs:
             p.append(f"warm-up epochs must be between 0 and the number of epochs (got {self.warmup_epochs})")
+        if self.colour_constancy not in COLOUR_CONSTANCY:
+            p.append(f"unknown colour constancy {self.colour_constancy!r} (choose from {', '.join(COLOUR_CONSTANCY)})")
         if self.trunk and self.trunk not in TEACHER_TRUNKS:
             p.append(f"unknown trunk {self.trunk!r} (choose from {', '.join(TEACHER_TRUNKS)})")
         if self.trunk and self.stage in STAGES and STAGES[self.stage].role != "teacher":

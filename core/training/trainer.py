@@ -58,6 +58,14 @@ def class_balanced_weights(labels, power: float) -> torch.Tensor:
     return torch.as_tensor(np.maximum(counts[labels], 1) ** -power, dtype=torch.double)
 
 
+def teacher_identity(path: Path) -> dict:
+    """What a distilled run's config.json records of its teacher: the path, the file's sha256 and its number
+    of ensemble members (0: a single network), so that the run's release row never depends on what the path
+    holds later."""
+    return {"teacher": str(path), "teacher_sha256": sha256_file(path),
+            "teacher_members": len(read_checkpoint(path)["meta"].get("members", []))}
+
+
 def run_training(cfg: TrainConfig, callback=_noop, should_stop=lambda: False) -> dict:
     """Train one stage into cfg.out; returns the test report (also written to report.json).
 
@@ -99,10 +107,10 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
             save_split(split, split_path)
     sync_bn = wants_synchronised_batchnorm(cfg.sync_batchnorm, ctx, cfg.batch_size)
     launch = {**ctx.describe(), "batchnorm_synchronised": sync_bn}
+    teacher_record = teacher_identity(teacher_path) if teacher_path else {"teacher": None}
     if ctx.is_main:
         (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "data_dir": str(data_dir), **launch,
-                                                     "teacher": str(teacher_path) if teacher_path else None},
-                                                    indent=2))
+                                                     **teacher_record}, indent=2))
 
     images = cached_images(records, cfg.img_size, progress=lambda d, t: callback("cache", done=d, total=t))
     labels = np.array([r.label for r in records])
@@ -113,6 +121,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         model_config.drop_rate = cfg.drop_rate
     if cfg.drop_path_rate is not None:
         model_config.arch_kwargs["drop_path_rate"] = cfg.drop_path_rate
+    model_config.colour_constancy = cfg.colour_constancy
     if cfg.trunk:  # an ensemble member on another ImageNet trunk
         model_config.arch_kwargs["effnet_arch"] = cfg.trunk
     model = create_model(model_config)
@@ -149,7 +158,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
 
     if teacher is not None:
         teacher_cache = TeacherOutputCache(cache_dir(), {
-            "teacher_sha256": sha256_file(teacher_path), "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "teacher_sha256": teacher_record["teacher_sha256"], "seed": cfg.seed, "batch_size": cfg.batch_size,
             "balance_power": cfg.balance_power, "img_size": cfg.img_size, "limit": cfg.limit,
             "split": split_fingerprint(split), "augment": asdict(augment_cfg), "mean": model_config.mean,
             "std": model_config.std, "code": code_digest(preprocess_module, augment_module),
@@ -183,8 +192,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         scored = []
         for name, m in candidates.items():
             m.eval()
-            logits = batched_logits(lambda x: m.predict(x.to(device)).float().cpu(), val_images, model_config.mean,
-                                    model_config.std)
+            logits = batched_logits(lambda x: m.predict(x.to(device)).float().cpu(), val_images, model_config)
             scored.append((name, m, classification_metrics(val_labels, softmax_np(logits))))
         return max(scored, key=lambda t: t[2]["balanced_accuracy"])
 
@@ -200,7 +208,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
             idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
             mine = local_slice(idx, ctx)
             augment_state = generator.get_state()
-            x = to_model_tensor(torch.from_numpy(images[idx[mine]]), model_config.mean, model_config.std)
+            x = to_model_tensor(torch.from_numpy(images[idx[mine]]), model_config)
             x = augment_batch(x, augment_cfg, generator, std=model_config.std, rows=mine, batch_size=len(idx))
             y = torch.from_numpy(labels[idx[mine]])
             if on_cuda:
@@ -268,7 +276,7 @@ def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator, mine=
     """The frozen teacher's outputs on this rank's slice `mine` of its own-size copy of a global batch,
     augmented by replaying the student batch's random draws (`generator` restored to their state), so
     both models see the same view."""
-    x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[mine])), config.mean, config.std)
+    x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[mine])), config)
     return teacher(augment_batch(x, augment_cfg, generator, std=config.std, rows=mine,
                                  batch_size=len(images_uint8)).to(device))
 
@@ -281,8 +289,7 @@ def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
     model, config, meta = load_checkpoint(best_path)
     fitted = fit_model_calibration(model.logits_and_features, config, images, labels, part)
     calibration = fitted["calibration"]
-    test_logits = batched_outputs(model.logits_and_features, images[part["test"]], config.mean, config.std,
-                                  tta=calibration["tta"]).logits
+    test_logits = batched_outputs(model.logits_and_features, images[part["test"]], config, tta=calibration["tta"]).logits
     test = classification_metrics(labels[part["test"]], softmax_np(test_logits, calibration["temperature"]))
     meta = {**meta, **fitted, "demo": bool(len(labels) < HAM10000_IMAGES),
             "test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}

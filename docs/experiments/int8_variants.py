@@ -36,7 +36,7 @@ tmp = Path(tempfile.mkdtemp(prefix="int8-variants-"))
 fp32 = ox.export_onnx(model, config, tmp / "fp32.onnx", {})
 def score(path):
     c = load_model(path)
-    out = batched_outputs(c.outputs, images[val], config.mean, config.std)
+    out = batched_outputs(c.outputs, images[val], config)
     return round(classification_metrics(labels[val], softmax_np(out.logits))["balanced_accuracy"], 4)
 print("fp32 onnx", score(fp32), flush=True)
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

@@ -40,7 +40,7 @@ neg_images = np.stack([resize_uint8(load_image(v), size) for v in neg.values()])
 def feats(arr):
     out = {"fused": [], "s0": [], "s1": [], "s2": [], "logits": []}
     for i in range(0, len(arr), 128):
-        o = model(to_model_tensor(torch.from_numpy(np.ascontiguousarray(arr[i:i+128])), cfg.mean, cfg.std))
+        o = model(to_model_tensor(torch.from_numpy(np.ascontiguousarray(arr[i:i+128])), cfg))
         out["fused"].append(o.fused_feature); out["logits"].append(o.logits)
         for k, f in enumerate(o.stage_features): out[f"s{k}"].append(f)
     return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items()}
