@@ -21,7 +21,8 @@ from core.registry.site_calibration import site_summary
 from core.service.auth import (ENV_VAR, SESSION_COOKIE, SESSION_HOURS, LoginThrottle, configured_password,
                                password_matches, session_token, session_token_valid)
 from core.training.config import RECIPE_IMG_SIZE, TrainConfig, TrainConfigError
-from core.training.jobs import JobError, active_job, cancel_job, eta_seconds, list_runs, run_status, start_job
+from core.training.jobs import (JobError, active_job, cancel_job, eta_seconds, list_runs, run_status, start_job,
+                                writer_alive)
 from pages.common import get_model, guarded
 
 DEMO_DATA = PROJECT_ROOT / "assets" / "demo_ham10000"
@@ -169,7 +170,7 @@ def monitor():
     if job and state in ("finished", "failed", "cancelled"):
         state = "finishing"
     elif not job and state not in ("finished", "failed", "cancelled"):
-        state = "stopped (process ended)"
+        state = f"{state} (started outside the app)" if writer_alive(p) else "stopped (process ended)"
     st.markdown(f"### {'Running' if job else 'Latest'} run: `{status['name']}` — {state}")
     if job and job.get("command"):
         st.caption(f"{job.get('processes', 1)} process(es); command:")
@@ -196,7 +197,8 @@ def monitor():
             st.info("Finished — a demo run on the small demo subset: its figures say nothing about a real model.")
         elif val is not None:
             st.success(f"Finished: validation balanced accuracy {val:.3f}.")
-    st.code(status["log_tail"] or "(no log yet)", language=None)
+    st.code(status["log_tail"] or ("(no log yet)" if job else "(no train.log: runs started outside the app log to "
+                                                            "where they were started)"), language=None)
     if job and st.button("Cancel run"):
         cancel_job()
         st.info("Stopping at the next batch; the last good checkpoint is kept.")

@@ -15,7 +15,7 @@ from core.data.ham10000 import DatasetError
 from core.models.checkpoint import CheckpointError, read_checkpoint, sha256_file
 from core.registry.loader import load_model
 from core.training.config import TrainConfig
-from core.training.jobs import JobError, active_job, cancel_job, check_data, start_job
+from core.training.jobs import JobError, active_job, cancel_job, check_data, start_job, writer_alive
 from tests.conftest import FIXTURE, ROOT, TINY_SIZE
 
 
@@ -129,3 +129,16 @@ def test_damaged_weights_fall_back_to_previous(weights, damage):
     with pytest.raises(CheckpointError) as info:
         load_model("student")
     assert "student.pt" in str(info.value) and expected in str(info.value)
+
+
+def test_a_run_started_from_the_command_line_is_seen_running_only_while_its_writer_lives():
+    """The Train page has no job record for a CLI run: it asks whether the pid in progress.json is still the
+    process that started the run."""
+    import psutil
+
+    me = psutil.Process()
+    assert writer_alive({"pid": me.pid, "started": time.time()})
+    assert not writer_alive({"pid": me.pid, "started": me.create_time() - 60})  # pid reused by a newer process
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert not writer_alive({"pid": int(ended.stdout), "started": time.time()})
+    assert not writer_alive({})  # an older progress file without pid

@@ -51,6 +51,17 @@ def _alive(job: dict) -> bool:
         return True
 
 
+def writer_alive(progress: dict) -> bool:
+    """Is the process that writes a run's progress.json (its pid and start time) still running? A run started
+    from the command line has no job record of the app's; a pid reused by a process created after the run
+    started is not the run."""
+    try:
+        proc = psutil.Process(int(progress["pid"]))
+        return proc.create_time() <= float(progress["started"]) + 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except (KeyError, TypeError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def active_job(root=None):
     """{"pid", "run", "started", "stage"} of the running job, or None (stale records are cleared)."""
     root = Path(root or runs_root())
