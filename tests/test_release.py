@@ -41,7 +41,8 @@ def test_release_writes_a_complete_manifest(released, tiny_runs, tmp_path, monke
     assert manifest["models"]["student"]["command"].startswith("python -m core.train --stage mskd_lf")
     assert [r["stage"] for r in manifest["ablation"]] == ["mskd_lf", "teacher", "quantized"]
     row = manifest["ablation"][0]  # a distilled run names its teacher and is evaluated on both held-out sets
-    assert row["name"] == "multi-stage KD + layer fusion from the single teacher, 1 epoch"
+    tiny = "img size 64, batch size 4, warmup epochs 0"  # the tiny runs' changes to the recipe, named
+    assert row["name"] == f"multi-stage KD + layer fusion from the single teacher, {tiny}, 1 epoch"
     recorded = json.loads((tiny_runs / "mskd_lf" / "config.json").read_text())  # the name comes from this record
     assert (recorded["teacher_sha256"], recorded["teacher_members"]) == (sha256_file(recorded["teacher"]), 0)
     assert row["balanced_accuracy"] == manifest["models"]["student"]["test"]["balanced_accuracy"]
@@ -85,3 +86,34 @@ def test_a_teacher_only_release_ships_the_ensemble_and_keeps_the_student(release
         shown = "\n".join(e.value for kind in ("markdown", "caption") for e in getattr(at, kind))
         shown += "\n".join(str(df.value) for df in at.dataframe)
         assert expected in shown, page
+
+
+def test_ablation_alone_adds_a_lever_row_and_changes_nothing_else(released, tmp_path_factory, monkeypatch):
+    """`core.release --ablation RUN` alone: the run (here the student alone, with Shades-of-Gray colour constancy
+    and fully balanced sampling, which it was trained with end to end) is evaluated into the shipped manifest; the
+    weights and every other row stay; a second call replaces its row in place; a run of another split is refused."""
+    from core.data.split import load_split, save_split
+    from tests.conftest import train_tiny
+
+    weights = tmp_path_factory.mktemp("lever_weights")
+    shutil.copytree(released, weights, dirs_exist_ok=True)
+    monkeypatch.setenv("DERMADISTILL_WEIGHTS", str(weights))
+    run = tmp_path_factory.mktemp("lever") / "student_sog"
+    train_tiny("student", run, colour_constancy="shades_of_gray", balance_power=1.0)
+    assert load_model(run / "best.pt").config.colour_constancy == "shades_of_gray"  # travels with the weights
+    before = json.loads((weights / "manifest.json").read_text())
+    for _ in range(2):
+        assert release.main(["--ablation", str(run), "--data-dir", str(FIXTURE)]) == 0
+    after = json.loads((weights / "manifest.json").read_text())
+    assert after["models"] == before["models"] and after["bench"] == before["bench"]
+    assert [r for r in after["ablation"] if r.get("run") != str(run)] == before["ablation"]  # one row added, once
+    assert [r["stage"] for r in after["ablation"]][-3:] == ["student", "teacher", "quantized"]  # before the shipped
+    row = next(r for r in after["ablation"] if r.get("run") == str(run))
+    assert row["name"] == ("student alone (no teacher), img size 64, batch size 4, warmup epochs 0, balance power 1.0, "
+                           "colour constancy shades_of_gray, 1 epoch")
+    assert (row["external"] is None) == (after["external"] is None)
+    assert "--colour-constancy shades_of_gray" in row["command"]
+    other = load_split(run / "split.json")
+    other["test"], other["train"] = other["test"][1:], other["train"] + other["test"][:1]
+    save_split(other, run / "split.json")
+    assert release.main(["--ablation", str(run), "--data-dir", str(FIXTURE)]) == 2

@@ -5,6 +5,7 @@
       --ablation runs/student,runs/kd,runs/mskd,runs/mskd_lf --data-dir DIR
   python -m core.release --teacher-run runs/teacher_ensemble --data-dir DIR   # new teacher, shipped student
   python -m core.release --recalibrate --data-dir DIR
+  python -m core.release --ablation runs/a,runs/b --data-dir DIR   # rows only: evaluates the runs into the manifest
   python -m core.release --tables          # the manifest's headline tables, as README and docs quote them
 
 From runs: takes each given run's best.pt. A role without a run (all of them with --recalibrate) keeps its
@@ -36,6 +37,7 @@ from core.registry.bench import run_bench
 from core.registry.int8 import build_quantized, quantize_command
 from core.registry.loader import GATES, load_model, read_manifest
 from core.registry.promotion import evaluate_entry, external_records, staged_weights, training_command
+from core.training.config import RECIPE_FIELDS, TrainConfig
 
 ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",
                    "mskd_lf": "multi-stage KD + layer fusion"}
@@ -72,18 +74,55 @@ def teacher_label(config: dict) -> str:
     return f" from the {members}-member ensemble teacher" if members else " from the single teacher"
 
 
+def recipe_changes(config: dict) -> str:
+    """What a run changed from the default recipe of its stage, for its row's name (', balance power 1.0'); the
+    epochs are named separately, and where the data came from is no recipe."""
+    train = TrainConfig.from_dict(config)
+    default = TrainConfig(stage=train.stage, out="")
+    changed = [f"{name.replace('_', ' ')} {getattr(train, name)}" for name in (*RECIPE_FIELDS, "colour_constancy")
+               if name not in ("data_dir", "epochs") and getattr(train, name) != getattr(default, name)]
+    return "".join(f", {change}" for change in changed)
+
+
 def ablation_rows(runs, lat: dict, split: dict, records, external) -> list:
     """One row per student run: its best.pt evaluated like the shipped models, on the test split and the
-    external set."""
+    external set. A run trained on another split is refused: its test figures could include training images."""
     rows = []
     for run in runs:
+        if split_fingerprint(load_split(run / "split.json")) != split_fingerprint(split):
+            raise ReleaseError(f"{run} was trained on another split than the release's test split")
         config = run_config(run)
-        label = ABLATION_LABELS.get(config["stage"], config["stage"]) + teacher_label(config)
+        label = ABLATION_LABELS.get(config["stage"], config["stage"]) + teacher_label(config) + recipe_changes(config)
         epochs = f"{config['epochs']} epoch" + ("s" if config["epochs"] != 1 else "")
         entry = evaluate_entry(run / "best.pt", config["stage"], split, records, training_command(config), external)
         rows.append(evaluated_row(f"{label}, {epochs}", config["stage"], entry, epochs=config["epochs"],
                                   run=str(run), latency_ms_p50=lat["student"]))
     return rows
+
+
+def merged_ablation(recorded: list, fresh: list) -> list:
+    """The recorded rows with each fresh row in place of the row of the same run, new runs after them."""
+    fresh = {row["run"]: row for row in fresh}
+    rows = [fresh.pop(r.get("run"), r) for r in recorded]
+    return rows + list(fresh.values())
+
+
+def add_ablation(ablation: str, data_dir=None, external_dir=None) -> list:
+    """Evaluate student runs on the shipped models' test split and the external set and write their rows into the
+    shipped manifest's ablation, through the one writer of weights/; weights, calibration and every other figure
+    stay as released (`--recalibrate --ablation` re-fits and re-measures everything instead)."""
+    root = weights_dir()
+    old = read_manifest(root)
+    records = load_ham10000(resolve_data_dir(data_dir))
+    split = recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"])
+    lat = {k: v["latency_ms_p50"] for k, v in old["bench"]["models"].items()}
+    fresh = ablation_rows([Path(r) for r in ablation.split(",") if r], lat, split, records,
+                          external_records(external_dir))
+    shipped = [r for r in old["ablation"] if r["stage"] in ("teacher", "quantized")]
+    rows = merged_ablation([r for r in old["ablation"] if r not in shipped], fresh) + shipped
+    with staged_weights(root) as staging:
+        (staging / "manifest.json").write_text(json.dumps({**old, "ablation": rows}, indent=1))
+    return fresh
 
 
 def evaluated_row(name: str, stage: str, entry: dict, **extra) -> dict:
@@ -193,10 +232,8 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
         lat = {k: v["latency_ms_p50"] for k, v in bench["models"].items()}
         # rows of runs not given here keep the figures recorded at their release; shipped rows are re-measured
         recorded = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
-        fresh = {row["run"]: row for row in ablation_rows([Path(r) for r in ablation.split(",") if r], lat, split,
-                                                         records, external)}
-        rows = [fresh.pop(r.get("run"), r) for r in recorded if r["stage"] != "teacher_member"]  # re-run in place
-        rows += fresh.values()
+        rows = merged_ablation([r for r in recorded if r["stage"] != "teacher_member"],
+                               ablation_rows([Path(r) for r in ablation.split(",") if r], lat, split, records, external))
         rows += (member_rows(staging / "teacher.pt", split, records, external) if "teacher" in runs else
                  [r for r in recorded if r["stage"] == "teacher_member"])
         if scratch_teacher:
