@@ -112,6 +112,8 @@ def test_ablation_alone_adds_a_lever_row_and_changes_nothing_else(released, tmp_
     assert row["name"] == ("student alone (no teacher), img size 64, batch size 4, warmup epochs 0, balance power 1.0, "
                            "colour constancy shades_of_gray, 1 epoch")
     assert (row["external"] is None) == (after["external"] is None)
+    if row["external"] is not None:  # with the external set present: referral at the run's own 90% point
+        assert set(row["external"]["referral_90"]) == {"sensitivity", "specificity"}
     assert "--colour-constancy shades_of_gray" in row["command"]
     other = load_split(run / "split.json")
     other["test"], other["train"] = other["test"][1:], other["train"] + other["test"][:1]

@@ -66,14 +66,19 @@ def gate_table(manifest: dict) -> str:
 
 
 def ablation_table(manifest: dict) -> str:
-    """Every ablation row: HAM test figures, external balanced accuracy where measured, size and latency."""
+    """Every ablation row: HAM test figures, external balanced accuracy and referral at the 90% point where
+    measured, size and latency."""
+    def referral(row):
+        point = (row.get("external") or {}).get("referral_90")
+        return f"{point['sensitivity']:.3f} / {point['specificity']:.3f}" if point else "—"
+
     rows = [[r["name"], f"{r['accuracy']:.3f}", f"{r['balanced_accuracy']:.3f}", f"{r['macro_f1']:.3f}",
              f"{r['auc']:.3f}", _value(r["external"], "balanced_accuracy", ci=True) if r.get("external") else "—",
-             f"{r['params']:,}", f"{r['file_bytes'] / 1024:.0f} KB",
+             referral(r), f"{r['params']:,}", f"{r['file_bytes'] / 1024:.0f} KB",
              f"{r['latency_ms_p50']:.2f}" if r.get("latency_ms_p50") is not None else "—"]
             for r in manifest.get("ablation", [])]
     return _rows(["variant", "HAM test accuracy", "balanced acc.", "macro-F1", "macro AUC", "external balanced acc.",
-                  "parameters", "file size", "batch-1 p50 (ms)"], rows)
+                  "external referral @90%: sens. / spec.", "parameters", "file size", "batch-1 p50 (ms)"], rows)
 
 
 def manifest_tables(manifest: dict) -> str:
@@ -83,6 +88,6 @@ def manifest_tables(manifest: dict) -> str:
         parts += ["", f"Referral flag at the {float(target):.0%} validation-sensitivity point:", "",
                   referral_table(manifest, target)]
     parts += ["", "Real images refused by the input gate, and calibration error:", "", gate_table(manifest)]
-    parts += ["", "Ablation (HAM10000 test split; external balanced accuracy where measured):", "",
+    parts += ["", "Ablation (HAM10000 test split; external figures where measured):", "",
               ablation_table(manifest)]
     return "\n".join(parts)

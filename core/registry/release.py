@@ -29,7 +29,7 @@ from core.data.external_sample import sample_ids
 from core.data.ham10000 import load_ham10000
 from core.data.split import load_split, recompute_split, split_fingerprint, split_indices
 from core.evaluation.inference import fit_model_calibration
-from core.evaluation.report import SUMMARY
+from core.evaluation.report import SUMMARY, default_triage
 from core.explain.chosen import carry_over
 from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from core.paths import resolve_data_dir, weights_dir
@@ -134,8 +134,11 @@ def evaluated_row(name: str, stage: str, entry: dict, **extra) -> dict:
 
 
 def external_summary(report: dict) -> dict:
-    """An ablation row's external figures: the summary metrics and their 95% intervals."""
-    return {**{k: report[k] for k in SUMMARY}, "ci95": report["ci95"]}
+    """An ablation row's external figures: the summary metrics and their 95% intervals, and the referral flag's
+    sensitivity and specificity at the model's own 90% (validation) point."""
+    triage = default_triage(report)
+    return {**{k: report[k] for k in SUMMARY}, "ci95": report["ci95"],
+            "referral_90": {k: triage[k] for k in ("sensitivity", "specificity")} if triage else None}
 
 
 def shipped_rows(models: dict, lat: dict) -> list:
