@@ -106,6 +106,8 @@ def ablation(manifest):
     st.markdown("### Ablation (same held-out test split; external set where measured)")
     df = pd.DataFrame([{"variant": r["name"], **{label: r[k] for k, label in SUMMARY.items()},
                         "external bal. acc.": (r.get("external") or {}).get("balanced_accuracy"),
+                        **{f"ext. {k[:4]}.": ((r.get("external") or {}).get("referral_90") or {}).get(k)
+                           for k in ("sensitivity", "specificity")},
                         "params (M)": r["params"] / 1e6, "size (MB)": r["file_bytes"] / 2**20,
                         # rows of models that are not benchmarked (the scratch teacher) have no latency
                         "p50 (ms)": r.get("latency_ms_p50")}
@@ -116,6 +118,10 @@ def ablation(manifest):
         "external bal. acc.": st.column_config.NumberColumn(
             format="%.3f", width="small", help="balanced accuracy on the external validation set (other clinics); "
                                                "blank where the row was not evaluated there"),
+        **{f"ext. {k[:4]}.": st.column_config.NumberColumn(
+            format="%.3f", width="small", help=f"referral {k} for malignant lesions on the external set, at the "
+                                               "model's own threshold for 90% sensitivity in validation; blank where "
+                                               "not measured") for k in ("sensitivity", "specificity")},
         "params (M)": st.column_config.NumberColumn(format="%.2f", width="small"),
         "size (MB)": st.column_config.NumberColumn(format="%.1f", width="small"),
         "p50 (ms)": st.column_config.NumberColumn(format="%.1f", width="small",
