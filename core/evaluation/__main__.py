@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.external == bool(a.images or a.labels) or (not a.external and not (a.images and a.labels)):
         p.error("give --images and --labels, or --external")
+    if a.versus and a.versus == a.model:
+        p.error("--versus needs a second model, not --model again")
     if a.versus and a.plots:
         p.error("--plots draws one model's curves: leave out --versus")
     try:

@@ -90,10 +90,12 @@ def _swap_in(staging: Path, root: Path, files) -> None:
 
 
 @contextmanager
-def staged_weights(root=None):
+def staged_weights(root=None, keep_previous: bool = True):
     """The one writer of weights/. Under the weights lock, yields an empty staging folder; on a clean exit the
     files left there (manifest.json among them) replace the active ones, manifest last, after every active
-    file has been kept in weights/previous/ for rollback. An error leaves the active files untouched."""
+    file has been kept in weights/previous/ for rollback (`keep_previous=False`: for a manifest-only change of the
+    same models, which must not overwrite the earlier version a rollback returns to). An error leaves the active
+    files untouched."""
     root = Path(root or weights_dir())
     with exclusive_lock(root / ".lock"):  # promotions, releases and rollbacks never interleave
         staging = root / ".staging"
@@ -101,10 +103,11 @@ def staged_weights(root=None):
         staging.mkdir(parents=True)
         try:
             yield staging
-            previous = root / "previous"
-            previous.mkdir(exist_ok=True)
-            for name in _active_files(root, read_manifest(root)):
-                _copy_atomic(root / name, previous / name)
+            if keep_previous:
+                previous = root / "previous"
+                previous.mkdir(exist_ok=True)
+                for name in _active_files(root, read_manifest(root)):
+                    _copy_atomic(root / name, previous / name)
             _swap_in(staging, root, [p.name for p in staging.iterdir()])
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -21,6 +21,7 @@ own files) and the bench result.
 import datetime as dt
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 from core.classes import CLASSES
@@ -37,7 +38,7 @@ from core.registry.bench import run_bench
 from core.registry.int8 import build_quantized, quantize_command
 from core.registry.loader import GATES, load_model, read_manifest
 from core.registry.promotion import evaluate_entry, external_records, staged_weights, training_command
-from core.training.config import RECIPE_FIELDS, TrainConfig
+from core.training.config import EXECUTION_FIELDS, TrainConfig
 
 ABLATION_LABELS = {"student": "student alone (no teacher)", "kd": "single-stage KD", "mskd": "multi-stage KD",
                    "mskd_lf": "multi-stage KD + layer fusion"}
@@ -66,31 +67,45 @@ def calibrated_copy(src: Path, dst: Path, records, split: dict) -> None:
 
 def teacher_label(config: dict) -> str:
     """Which teacher a distilled run learned from, for its row's name, as its config.json recorded it at
-    training time: ' from the N-member ensemble teacher' or ' from the single teacher'; empty for a run without
-    a teacher or one that predates the record (the file at its teacher path may since have been replaced)."""
+    training time: ' from the N-member ensemble teacher' or ' from the single teacher'; a run that predates the
+    record names its teacher's path (the file there may since have been replaced); empty without a teacher."""
     members = config.get("teacher_members")
-    if members is None:
-        return ""
+    if members is None:  # recorded by path only: name the path, not what the file there is today
+        return f" from the teacher file {config['teacher']}" if config.get("teacher") else ""
     return f" from the {members}-member ensemble teacher" if members else " from the single teacher"
+
+
+NOT_IN_ROW_NAME = ("stage", "out", "data_dir", "epochs", "teacher", "members", *EXECUTION_FIELDS)
 
 
 def recipe_changes(config: dict) -> str:
     """What a run changed from the default recipe of its stage, for its row's name (', balance power 1.0'); the
-    epochs are named separately, and where the data came from is no recipe."""
+    epochs and the teacher are named separately, and where the data came from or how the run was executed is no
+    recipe."""
     train = TrainConfig.from_dict(config)
     default = TrainConfig(stage=train.stage, out="")
-    changed = [f"{name.replace('_', ' ')} {getattr(train, name)}" for name in (*RECIPE_FIELDS, "colour_constancy")
-               if name not in ("data_dir", "epochs") and getattr(train, name) != getattr(default, name)]
+    changed = [f"{f.name.replace('_', ' ')} {getattr(train, f.name)}" for f in fields(TrainConfig)
+               if f.name not in NOT_IN_ROW_NAME and getattr(train, f.name) != getattr(default, f.name)]
     return "".join(f", {change}" for change in changed)
 
 
-def ablation_rows(runs, lat: dict, split: dict, records, external) -> list:
-    """One row per student run: its best.pt evaluated like the shipped models, on the test split and the
-    external set. A run trained on another split is refused: its test figures could include training images."""
-    rows = []
+def ablation_runs(ablation: str, split: dict) -> list:
+    """The run folders of a comma-separated `--ablation`, checked before any work: each a finished run of this
+    split (a run of another split could have trained on the test images its row would be scored on)."""
+    runs = [Path(r) for r in ablation.split(",") if r]
     for run in runs:
+        if not ((run / "best.pt").is_file() and (run / "split.json").is_file() and (run / "config.json").is_file()):
+            raise ReleaseError(f"{run} is not a finished training run (best.pt, split.json and config.json needed)")
         if split_fingerprint(load_split(run / "split.json")) != split_fingerprint(split):
             raise ReleaseError(f"{run} was trained on another split than the release's test split")
+    return runs
+
+
+def ablation_rows(runs, lat: dict, split: dict, records, external) -> list:
+    """One row per student run (checked by `ablation_runs`): its best.pt evaluated like the shipped models, on
+    the test split and the external set."""
+    rows = []
+    for run in runs:
         config = run_config(run)
         label = ABLATION_LABELS.get(config["stage"], config["stage"]) + teacher_label(config) + recipe_changes(config)
         epochs = f"{config['epochs']} epoch" + ("s" if config["epochs"] != 1 else "")
@@ -109,19 +124,22 @@ def merged_ablation(recorded: list, fresh: list) -> list:
 
 def add_ablation(ablation: str, data_dir=None, external_dir=None) -> list:
     """Evaluate student runs on the shipped models' test split and the external set and write their rows into the
-    shipped manifest's ablation, through the one writer of weights/; weights, calibration and every other figure
-    stay as released (`--recalibrate --ablation` re-fits and re-measures everything instead)."""
+    shipped manifest's ablation, through the one writer of weights/; weights, calibration, the rollback copy and
+    every other figure stay as released (`--recalibrate --ablation` re-fits and re-measures everything instead)."""
     root = weights_dir()
     old = read_manifest(root)
     records = load_ham10000(resolve_data_dir(data_dir))
     split = recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"])
+    runs = ablation_runs(ablation, split)
     lat = {k: v["latency_ms_p50"] for k, v in old["bench"]["models"].items()}
-    fresh = ablation_rows([Path(r) for r in ablation.split(",") if r], lat, split, records,
-                          external_records(external_dir))
-    shipped = [r for r in old["ablation"] if r["stage"] in ("teacher", "quantized")]
-    rows = merged_ablation([r for r in old["ablation"] if r not in shipped], fresh) + shipped
-    with staged_weights(root) as staging:
-        (staging / "manifest.json").write_text(json.dumps({**old, "ablation": rows}, indent=1))
+    fresh = ablation_rows(runs, lat, split, records, external_records(external_dir))
+    with staged_weights(root, keep_previous=False) as staging:
+        current = read_manifest(root)  # under the lock: a promotion or release meanwhile wins
+        if current.get("models") != old.get("models"):
+            raise ReleaseError("the shipped models changed while the runs were evaluated; run the command again")
+        shipped = [r for r in current["ablation"] if r["stage"] in ("teacher", "quantized")]
+        rows = merged_ablation([r for r in current["ablation"] if r not in shipped], fresh) + shipped
+        (staging / "manifest.json").write_text(json.dumps({**current, "ablation": rows}, indent=1))
     return fresh
 
 
@@ -195,6 +213,7 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
         fingerprints.add(old["test_split"]["fingerprint"])
     if len(fingerprints | {split_fingerprint(split)}) != 1:
         raise ReleaseError("the runs and the shipped models that stay were trained on different splits")
+    ablation_students = ablation_runs(ablation, split)
     sources = {name: runs[name] / "best.pt" if name in runs else root / f"{name}.pt" for name in ("teacher", "student")}
     commands = {name: training_command(run_config(runs[name])) if name in runs else old["models"][name]["command"]
                 for name in sources}
@@ -236,7 +255,7 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
         # rows of runs not given here keep the figures recorded at their release; shipped rows are re-measured
         recorded = [r for r in old.get("ablation", []) if r["stage"] not in ("teacher", "quantized")]
         rows = merged_ablation([r for r in recorded if r["stage"] != "teacher_member"],
-                               ablation_rows([Path(r) for r in ablation.split(",") if r], lat, split, records, external))
+                               ablation_rows(ablation_students, lat, split, records, external))
         rows += (member_rows(staging / "teacher.pt", split, records, external) if "teacher" in runs else
                  [r for r in recorded if r["stage"] == "teacher_member"])
         if scratch_teacher:
