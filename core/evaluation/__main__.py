@@ -27,9 +27,8 @@ from tqdm import tqdm
 from core.data.ham10000 import DatasetError, load_external, read_labels
 from core.data.preprocess import ImageError
 from core.data.split import load_split
-from core.evaluation.calibration import referral_key
 from core.evaluation.plots import write_plots
-from core.evaluation.report import paired_difference, records_report
+from core.evaluation.report import default_triage, paired_difference, records_report
 from core.models.checkpoint import CheckpointError
 from core.paths import resolve_external_dir
 from core.registry.loader import load_model
@@ -51,7 +50,7 @@ def versus_report(names, classifiers, reports, records) -> dict:
     """Both models' reports (without per-image predictions) and the paired difference of the second from the
     first, referral compared at each model's validation-chosen 90% threshold."""
     probs = [np.asarray(r.pop("predictions")["probabilities"]) for r in reports]
-    thresholds = tuple(r.get("triage", {}).get(referral_key(0.9), {}).get("threshold") for r in reports)
+    thresholds = tuple(default_triage(r).get("threshold") for r in reports)
     labels = np.array([r.label for r in records])
     groups = np.array([r.lesion_id for r in records])
     difference = paired_difference(labels, probs[0], probs[1], classifiers[0].config.classes, groups, thresholds)
