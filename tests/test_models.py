@@ -50,3 +50,16 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
     torch.save({"format": "dermadistill-checkpoint-v1", "x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="evil.pt"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("change", [{"colour_constancy": "retinex"}, {"arch": "resnet9000"}, {"img_sz": 128}])
+def test_unusable_config_is_a_named_checkpoint_error(tmp_path, models, change):
+    """A checkpoint whose config this version cannot build fails at load time with the file's name."""
+    config = DEFAULT_CONFIGS["student"](112)
+    save_checkpoint(tmp_path / "m.pt", models["student"], config)
+    obj = torch.load(tmp_path / "m.pt", weights_only=True)
+    obj["config"].update(change)
+    torch.save(obj, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="m.pt has an unusable model config"):
+        load_checkpoint(tmp_path / "m.pt")
+

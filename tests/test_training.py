@@ -94,6 +94,22 @@ def test_scratch_ablation_stays_available(tmp_path):
     assert config.pretrained is None
 
 
+def test_train_seed_keeps_the_split_and_changes_the_weights(tmp_path):
+    """Another training seed is another run on the same split (comparable on the same test images); the split
+    seed stays the one the checkpoint records, and the recorded command reproduces the run."""
+    from core.training.config import TrainConfig
+
+    train_tiny("student", tmp_path / "a", epochs=1)
+    train_tiny("student", tmp_path / "b", epochs=1, train_seed=7)
+    assert load_split(tmp_path / "a" / "split.json") == load_split(tmp_path / "b" / "split.json")
+    weights = [read_checkpoint(tmp_path / run / "last.pt")["state_dict"] for run in ("a", "b")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    _, _, meta = load_checkpoint(tmp_path / "b" / "best.pt")
+    assert meta["seed"] == 42 and meta["train_config"]["train_seed"] == 7
+    recorded = TrainConfig.from_dict(json.loads((tmp_path / "b" / "config.json").read_text())).command()
+    assert "--seed 42" in recorded and "--train-seed 7" in recorded
+
+
 def test_train_config_defaults_are_the_shipped_recipe():
     """One set of training defaults: the shipped student's and first teacher's recorded commands set nothing but
     the stage, the folders and the teacher; further ensemble members differ only in what makes them another member

