@@ -117,18 +117,22 @@ def start_form():
                                         help="shades_of_gray removes each image's colour cast (p = 6) before the "
                                              "model sees it; stored with the model, so evaluation and Diagnose "
                                              "apply it too")
-        c = st.columns(2)
+        c = st.columns(3)
         cores = os.cpu_count() or 1
         processes = int(c[0].number_input(f"Processes (torchrun, 1 to {cores})", 1, cores, 1,
                                           help="Several processes split each global batch (DistributedDataParallel)"))
         device = c[1].selectbox("Device", ["auto", "cpu", "cuda"], help="auto: CUDA when present, else CPU")
+        train_seed = int(c[2].number_input("Training seed", 0, 1_000_000, recipe.seed, step=1,
+                                           help=f"initialisation and sample order; the split stays the one of seed "
+                                                f"{recipe.seed}, so runs with other seeds are scored on the same images"))
         data_dir = data_folder_choice()
         submitted = st.form_submit_button("Start training")
     if submitted:
         cfg = TrainConfig(stage=stage, out="", data_dir=data_dir or None, epochs=int(epochs), batch_size=int(batch_size),
                           lr=float(lr), alpha=float(alpha), beta=float(beta), gamma=float(gamma),
                           temperature=float(temperature), img_size=int(img_size), pretrained=pretrained, device=device,
-                          colour_constancy=colour_constancy)
+                          colour_constancy=colour_constancy,
+                          train_seed=None if train_seed == recipe.seed else train_seed)
         try:
             job = start_job(cfg, processes=processes)
         except (TrainConfigError, DatasetError, JobError) as exc:

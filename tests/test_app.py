@@ -143,9 +143,11 @@ def test_train_start_progress_complete_promote_and_rollback(weights, monkeypatch
     inputs["Epochs"].set_value(1)
     inputs["Batch size"].set_value(4)
     inputs["Image size"].set_value(64)
+    inputs["Training seed"].set_value(3)
     next(b for b in at.button if b.label == "Start training").click()
     at.run()
     assert any("Started" in s.value for s in at.success), texts(at)
+    assert any("--train-seed 3" in c.value and "--seed 42" not in c.value for c in at.code)  # same split, seed 3
     # a second start while the first runs is refused, naming the running job
     next(b for b in at.button if b.label == "Start training").click()
     at.run()

@@ -122,6 +122,12 @@ def merged_ablation(recorded: list, fresh: list) -> list:
     return rows + list(fresh.values())
 
 
+def shipped_split(records, manifest: dict) -> dict:
+    """The split the shipped models were trained and tested on, rebuilt from the manifest's seed and checked
+    against its fingerprint."""
+    return recompute_split(records, manifest["test_split"]["seed"], manifest["test_split"]["fingerprint"])
+
+
 def add_ablation(ablation: str, data_dir=None, external_dir=None) -> list:
     """Evaluate student runs on the shipped models' test split and the external set and write their rows into the
     shipped manifest's ablation, through the one writer of weights/; weights, calibration, the rollback copy and
@@ -129,7 +135,7 @@ def add_ablation(ablation: str, data_dir=None, external_dir=None) -> list:
     root = weights_dir()
     old = read_manifest(root)
     records = load_ham10000(resolve_data_dir(data_dir))
-    split = recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"])
+    split = shipped_split(records, old)
     runs = ablation_runs(ablation, split)
     lat = {k: v["latency_ms_p50"] for k, v in old["bench"]["models"].items()}
     fresh = ablation_rows(runs, lat, split, records, external_records(external_dir))
@@ -206,8 +212,7 @@ def release(*, teacher_run=None, student_run=None, ablation: str = "", data_dir=
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     runs = {name: Path(run) for name, run in (("teacher", teacher_run), ("student", student_run)) if run}
     kept = [name for name in ("teacher", "student") if name not in runs]  # shipped weights, re-fitted
-    split = (load_split(next(iter(runs.values())) / "split.json") if runs else
-             recompute_split(records, old["test_split"]["seed"], old["test_split"]["fingerprint"]))
+    split = load_split(next(iter(runs.values())) / "split.json") if runs else shipped_split(records, old)
     fingerprints = {split_fingerprint(load_split(run / "split.json")) for run in runs.values()}
     if kept:
         fingerprints.add(old["test_split"]["fingerprint"])
