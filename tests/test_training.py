@@ -110,6 +110,19 @@ def test_train_seed_keeps_the_split_and_changes_the_weights(tmp_path):
     assert "--seed 42" in recorded and "--train-seed 7" in recorded
 
 
+def test_keep_last_holds_the_final_epoch_also_for_a_finished_run(tmp_path):
+    """--keep last: best.pt holds the last epoch, in a new run and in a finished run resumed with it (re-selected
+    from last.pt, calibrated again, the choice recorded)."""
+    train_tiny("student", tmp_path / "new", epochs=2, keep="last")
+    assert load_checkpoint(tmp_path / "new" / "best.pt")[2]["epoch"] == 2
+    train_tiny("student", tmp_path / "r", epochs=2)
+    train_tiny("student", tmp_path / "r", epochs=2, resume=True, keep="last")
+    _, _, meta = load_checkpoint(tmp_path / "r" / "best.pt")
+    assert meta["epoch"] == 2 and meta["train_config"]["keep"] == "last" and meta["calibration"]["temperature"] > 0
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["best_epoch"] == 2
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2  # no epoch trained again
+
+
 def test_train_config_defaults_are_the_shipped_recipe():
     """One set of training defaults: the shipped student's and first teacher's recorded commands set nothing but
     the stage, the folders and the teacher; further ensemble members differ only in what makes them another member

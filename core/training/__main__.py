@@ -27,7 +27,7 @@ from core.data.preprocess import COLOUR_CONSTANCY
 from core.distillation.stages import STAGES
 from core.models.checkpoint import CheckpointError
 from core.registry.loader import shipped_path
-from core.training.config import ENSEMBLE_STAGE, TEACHER_TRUNKS, TrainConfig, TrainConfigError
+from core.training.config import ENSEMBLE_STAGE, KEEP, TEACHER_TRUNKS, TrainConfig, TrainConfigError
 from core.training.ensemble import assemble_ensemble
 from core.training.distributed import launch_environment
 from core.training.trainer import TrainingStopped, run_training
@@ -65,6 +65,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the architecture's)")
     p.add_argument("--trunk", choices=TEACHER_TRUNKS,
                    help="teacher only: its ImageNet EfficientNet-Lite trunk (default: efficientnet_lite0)")
+    p.add_argument("--keep", default=d.keep, choices=tuple(KEEP),
+                   help="; ".join(f"{k}: {v}" for k, v in KEEP.items()) + " (with --resume on a finished run: "
+                        "re-selects best.pt from its last.pt)")
     p.add_argument("--colour-constancy", default=d.colour_constancy, choices=tuple(COLOUR_CONSTANCY),
                    help="colour correction stored with the model and applied to every input it gets "
                         "(shades_of_gray: Shades-of-Gray, p = 6)")

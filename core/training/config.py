@@ -14,6 +14,9 @@ class TrainConfigError(ValueError):
     """Bad training parameters, all listed in one message before any work starts."""
 
 
+# Which epoch's weights a run keeps as best.pt (the better of live and EMA weights on validation within it)
+KEEP = {"best": "the epoch with the best validation balanced accuracy",
+        "last": "the last epoch, at the end of the learning-rate schedule"}
 RECIPE_IMG_SIZE = {"teacher": 160, "student": 128}  # input size per model role in the shipped recipe
 ENSEMBLE_STAGE = "ensemble"  # not trained: assembles finished teacher runs (core.training.ensemble)
 ENSEMBLE_FIELDS = ("stage", "data_dir", "members", "out")  # all an ensemble's command needs
@@ -59,6 +62,7 @@ class TrainConfig:
     drop_path_rate: float = None  # None: the architecture's default stochastic depth
     members: str = None  # ensemble only: comma-separated finished teacher run folders or checkpoint files
     trunk: str = None  # teacher only: its EfficientNet-Lite trunk (None: the architecture's, Lite0)
+    keep: str = "best"  # which epoch best.pt holds: "best" validation balanced accuracy, or the "last" (see KEEP)
     colour_constancy: str = "none"  # stored in the model's config; every later input gets it (COLOUR_CONSTANCY)
 
     def __post_init__(self):
@@ -137,6 +141,8 @@ class TrainConfig:
             p.append(f"batch size {self.batch_size} is the global batch and must divide by the {world} processes")
         if not 0 <= self.warmup_epochs <= self.epochs:
             p.append(f"warm-up epochs must be between 0 and the number of epochs (got {self.warmup_epochs})")
+        if self.keep not in KEEP:
+            p.append(f"unknown keep {self.keep!r} (choose from {', '.join(KEEP)})")
         if self.colour_constancy not in COLOUR_CONSTANCY:
             p.append(f"unknown colour constancy {self.colour_constancy!r} (choose from {', '.join(COLOUR_CONSTANCY)})")
         if self.trunk and self.trunk not in TEACHER_TRUNKS:

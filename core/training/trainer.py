@@ -247,11 +247,10 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
             weights_name, chosen, val = validate()
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()},
                "lr": optimizer.param_groups[0]["lr"],
-               **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")},
-               "weights": weights_name, "seconds": time.time() - t0}
-        improved = val["balanced_accuracy"] > best_score
+               **val_fields(val), "weights": weights_name, "seconds": time.time() - t0}
+        improved = cfg.keep == "last" or val["balanced_accuracy"] > best_score
         if improved:
-            best_score = val["balanced_accuracy"]
+            best_score = max(best_score, val["balanced_accuracy"])
             save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch + 1, "val": row})
         save_checkpoint(last_path, model, model_config, meta=meta_base, extra={
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -266,9 +265,19 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
     if not ctx.is_main:
         return None
     with main_rank_uses_node(ctx):  # the other ranks have left
+        if cfg.keep == "last" and read_checkpoint(best_path)["meta"].get("epoch") != cfg.epochs:
+            # a finished run resumed with --keep last: best.pt from its last epoch's live or EMA weights
+            _, chosen, val = validate()
+            save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": cfg.epochs,
+                                                                     "val": {"epoch": cfg.epochs, **val_fields(val)}})
         report = finalize_run(out, images, labels, part, fingerprint)
     callback("done", **{k: report["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")})
     return report
+
+
+def val_fields(val: dict) -> dict:
+    """The validation figures a metrics row and a checkpoint record."""
+    return {f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}
 
 
 @torch.no_grad()
