@@ -113,7 +113,7 @@ def ablation(manifest):
                         "p50 (ms)": r.get("latency_ms_p50")}
                        for r in rows])
     number = {c: st.column_config.NumberColumn(format="%.3f", width="small") for c in SUMMARY.values()}
-    st.dataframe(df, hide_index=True, width="stretch", column_config={
+    st.dataframe(df, hide_index=True, width="stretch", placeholder="—", column_config={
         "variant": st.column_config.TextColumn(width="large"), **number,
         "external bal. acc.": st.column_config.NumberColumn(
             format="%.3f", width="small", help="balanced accuracy on the external validation set (other clinics); "

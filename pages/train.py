@@ -228,13 +228,17 @@ def past_runs():
     st.markdown("### Past runs")
     rows = []
     for r in runs:
-        best = max((m.get("val_balanced_accuracy", 0) for m in r["metrics"]), default=None)
+        report = r["report"] or {}
+        val = report.get("val", {}).get("balanced_accuracy",  # finished: the kept epoch, as best.pt answers
+                                        max((m.get("val_balanced_accuracy", 0) for m in r["metrics"]), default=None))
         rows.append({"run": r["name"], "stage": r["config"].get("stage"), "state": r["progress"].get("state"),
-                     "data": "demo subset" if (r["report"] or {}).get("demo") else "full",
-                     "epochs": len(r["metrics"]), "best val balanced acc": best})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("Runs are compared on validation (and the external set, before promotion); test-split figures "
-               "are reported only for released models, so that nothing is chosen on the test split.")
+                     "data": "demo subset" if report.get("demo") else "full", "epochs": len(r["metrics"]),
+                     "kept epoch": report.get("best_epoch"), "val balanced acc": val})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="—")
+    st.caption("Validation balanced accuracy of the epoch a finished run kept as its model (best.pt, in its chosen "
+               "inference mode); of the best epoch so far while a run trains. Runs are compared on validation (and "
+               "the external set, before promotion); test-split figures are reported only for released models, so "
+               "that nothing is chosen on the test split.")
     promotable = [r for r in runs if r["report"] and r["config"].get("stage") in STUDENT_STAGES]
     if promotable:
         promotion_form(promotable)
