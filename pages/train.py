@@ -132,7 +132,7 @@ def start_form():
                           lr=float(lr), alpha=float(alpha), beta=float(beta), gamma=float(gamma),
                           temperature=float(temperature), img_size=int(img_size), pretrained=pretrained, device=device,
                           colour_constancy=colour_constancy,
-                          train_seed=None if train_seed == recipe.seed else train_seed)
+                          train_seed=train_seed)
         try:
             job = start_job(cfg, processes=processes)
         except (TrainConfigError, DatasetError, JobError) as exc:

@@ -62,4 +62,3 @@ def test_unusable_config_is_a_named_checkpoint_error(tmp_path, models, change):
     torch.save(obj, tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="m.pt has an unusable model config"):
         load_checkpoint(tmp_path / "m.pt")
-

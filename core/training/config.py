@@ -66,6 +66,8 @@ class TrainConfig:
     colour_constancy: str = "none"  # stored in the model's config; every later input gets it (COLOUR_CONSTANCY)
 
     def __post_init__(self):
+        if self.train_seed == self.seed:  # the default run, named and recorded as such
+            self.train_seed = None
         if not self.img_size and self.stage in STAGES:
             self.img_size = RECIPE_IMG_SIZE[STAGES[self.stage].role]
 

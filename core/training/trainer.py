@@ -166,7 +166,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
     # the student in DDP; the small feature projector's gradients are averaged by hand
     train_model = DistributedDataParallel(model) if ctx.distributed else model
 
-    start_epoch, best_score = 0, -1.0
+    start_epoch, best_score = 0, -1.0  # best_score: validation score of the epoch best.pt holds
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
         state = read_checkpoint(last_path)
@@ -248,9 +248,9 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()},
                "lr": optimizer.param_groups[0]["lr"],
                **val_fields(val), "weights": weights_name, "seconds": time.time() - t0}
-        improved = cfg.keep == "last" or val["balanced_accuracy"] > best_score
-        if improved:
-            best_score = max(best_score, val["balanced_accuracy"])
+        kept = cfg.keep == "last" or val["balanced_accuracy"] > best_score
+        if kept:
+            best_score = val["balanced_accuracy"]
             save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch + 1, "val": row})
         save_checkpoint(last_path, model, model_config, meta=meta_base, extra={
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -259,17 +259,18 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
             "generator": generator.get_state(), "epoch": epoch, "best_score": best_score})
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        callback("epoch", **row, best=improved)
+        callback("epoch", **row, best=kept)
         barrier(ctx)
 
     if not ctx.is_main:
         return None
     with main_rank_uses_node(ctx):  # the other ranks have left
-        if cfg.keep == "last" and read_checkpoint(best_path)["meta"].get("epoch") != cfg.epochs:
+        last_epoch = max(start_epoch, cfg.epochs)  # the epoch last.pt holds (a resumed run may have trained more)
+        if cfg.keep == "last" and read_checkpoint(best_path)["meta"].get("epoch") != last_epoch:
             # a finished run resumed with --keep last: best.pt from its last epoch's live or EMA weights
-            _, chosen, val = validate()
-            save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": cfg.epochs,
-                                                                     "val": {"epoch": cfg.epochs, **val_fields(val)}})
+            weights_name, chosen, val = validate()
+            save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": last_epoch, "val": {
+                "epoch": last_epoch, **val_fields(val), "weights": weights_name}})
         report = finalize_run(out, images, labels, part, fingerprint)
     callback("done", **{k: report["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")})
     return report
