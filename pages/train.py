@@ -131,8 +131,7 @@ def start_form():
         cfg = TrainConfig(stage=stage, out="", data_dir=data_dir or None, epochs=int(epochs), batch_size=int(batch_size),
                           lr=float(lr), alpha=float(alpha), beta=float(beta), gamma=float(gamma),
                           temperature=float(temperature), img_size=int(img_size), pretrained=pretrained, device=device,
-                          colour_constancy=colour_constancy,
-                          train_seed=train_seed)
+                          colour_constancy=colour_constancy, train_seed=train_seed)
         try:
             job = start_job(cfg, processes=processes)
         except (TrainConfigError, DatasetError, JobError) as exc:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from core.data.preprocess import COLOUR_CONSTANCY
 from core.models.config import ModelConfig
 from core.models.factory import create_model
 
@@ -75,8 +74,6 @@ def load_checkpoint(path):
     obj = read_checkpoint(path)
     try:  # a hand-edited or foreign config fails here, named, not later at the first image
         config = ModelConfig.from_dict(obj["config"])
-        if config.colour_constancy not in COLOUR_CONSTANCY:
-            raise ValueError(f"unknown colour constancy {config.colour_constancy!r}")
         model = create_model(config)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an unusable model config: {exc}") from None

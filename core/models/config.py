@@ -3,6 +3,7 @@
 from dataclasses import asdict, dataclass, field
 
 from core.classes import CLASSES
+from core.data.preprocess import COLOUR_CONSTANCY
 
 
 @dataclass
@@ -22,6 +23,10 @@ class ModelConfig:
     pretrained: dict = None  # provenance of ImageNet weights the model started from (package, version, sha256)
     weights_dtype: str = "float32"  # dtype the parameters are stored in; loading always gives float32 models
     version: str = "0"
+
+    def __post_init__(self):
+        if self.colour_constancy not in COLOUR_CONSTANCY:  # every input of the model depends on it
+            raise ValueError(f"unknown colour constancy {self.colour_constancy!r} (known: {', '.join(COLOUR_CONSTANCY)})")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -32,6 +32,7 @@ from core.distillation.teacher_cache import TeacherOutputCache
 from core.evaluation.calibration import softmax_np
 from core.evaluation.inference import batched_logits, batched_outputs, fit_model_calibration
 from core.evaluation.metrics import classification_metrics
+from core.evaluation.report import SUMMARY
 from core.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, sha256_file
 from core.models.factory import DEFAULT_CONFIGS, count_params, create_model
 from core.paths import cache_dir, resolve_data_dir
@@ -196,6 +197,10 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
             scored.append((name, m, classification_metrics(val_labels, softmax_np(logits))))
         return max(scored, key=lambda t: t[2]["balanced_accuracy"])
 
+    def keep_epoch(epoch: int, chosen, val_row: dict):
+        """Write `chosen` (live or EMA weights) as the run's model, best.pt, with the epoch's validation record."""
+        save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch, "val": val_row})
+
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
         t0 = time.time()
@@ -251,7 +256,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         kept = cfg.keep == "last" or val["balanced_accuracy"] > best_score
         if kept:
             best_score = val["balanced_accuracy"]
-            save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch + 1, "val": row})
+            keep_epoch(epoch + 1, chosen, row)
         save_checkpoint(last_path, model, model_config, meta=meta_base, extra={
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "ema": ema.module.state_dict() if ema is not None else {},
@@ -269,16 +274,15 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         if cfg.keep == "last" and read_checkpoint(best_path)["meta"].get("epoch") != last_epoch:
             # a finished run resumed with --keep last: best.pt from its last epoch's live or EMA weights
             weights_name, chosen, val = validate()
-            save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": last_epoch, "val": {
-                "epoch": last_epoch, **val_fields(val), "weights": weights_name}})
+            keep_epoch(last_epoch, chosen, {"epoch": last_epoch, **val_fields(val), "weights": weights_name})
         report = finalize_run(out, images, labels, part, fingerprint)
-    callback("done", **{k: report["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")})
+    callback("done", **{k: report["test"][k] for k in SUMMARY})
     return report
 
 
 def val_fields(val: dict) -> dict:
     """The validation figures a metrics row and a checkpoint record."""
-    return {f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}
+    return {f"val_{k}": val[k] for k in SUMMARY}
 
 
 @torch.no_grad()
@@ -302,7 +306,7 @@ def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
     test_logits = batched_outputs(model.logits_and_features, images[part["test"]], config, tta=calibration["tta"]).logits
     test = classification_metrics(labels[part["test"]], softmax_np(test_logits, calibration["temperature"]))
     meta = {**meta, **fitted, "demo": bool(len(labels) < HAM10000_IMAGES),
-            "test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}
+            "test": {k: test[k] for k in SUMMARY}}
     save_checkpoint(best_path, model, config, meta=meta)
     report = {"split": "test", "split_fingerprint": fingerprint, "n_test": int(len(part["test"])),
               "calibration": calibration, "test": test,
