@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 import streamlit as st
 
@@ -181,11 +182,22 @@ def gallery_items() -> list:
     return items
 
 
-_legacy_pages_mode_seen = False
+def ran_without_the_app_frame() -> bool:
+    """True when Streamlit's legacy `pages/` folder mode ran this page script on its own in this run.
+
+    In that mode (see ensure_app_navigation) the navigation Streamlit builds has app.py itself as its main page;
+    app.py's own st.navigation lists only the pages/ scripts. Checked per run, not per process: two visitors whose
+    runs started before either of them switched the mode off both ran without the frame.
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    pages = get_script_run_ctx().pages_manager
+    main = Path(pages.main_script_path).resolve()
+    return any(Path(info["script_path"]).resolve() == main for info in pages.get_pages().values())
 
 
 def ensure_app_navigation():
-    """Make a deep link work as the first request after a restart.
+    """Make a deep link work as the first request(s) after a restart.
 
     Streamlit decides once per process whether the app uses the legacy `pages/` folder mode; until
     some session has run app.py (whose st.navigation switches that off), a bookmarked URL such as
@@ -195,10 +207,8 @@ def ensure_app_navigation():
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    global _legacy_pages_mode_seen
-    if PagesManager.uses_pages_directory and not _legacy_pages_mode_seen:
-        _legacy_pages_mode_seen = True  # once per process: the flag is process-wide, and stays off once off
-        PagesManager.uses_pages_directory = False
+    if ran_without_the_app_frame():
+        PagesManager.uses_pages_directory = False  # process-wide; read at the start of every later run
         st.rerun()
 
 

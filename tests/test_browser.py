@@ -1,7 +1,7 @@
 """End to end in a real browser: `streamlit run app.py` driven by Playwright in Debian's Chromium.
 
-Diagnose (upload, prediction, three overlays, the PDF report downloaded), a bookmarked page as the first request after a restart,
-and three Learn cases; screenshots go to artifacts/ (gitignored; CI keeps them as artifacts).
+Diagnose (upload, prediction, three overlays, the PDF report downloaded), two bookmarked pages opened at once as the first
+requests after a restart, and three Learn cases; screenshots go to artifacts/ (gitignored; CI keeps them as artifacts).
 """
 
 import re
@@ -73,23 +73,29 @@ def test_diagnose_in_a_real_browser(server):
 
 
 @needs_chromium
-def test_bookmarked_page_is_the_first_request_after_a_restart(server):
-    """A freshly started server whose first visitor opens /compare shows the app's own navigation and frame."""
+def test_bookmarked_pages_are_the_first_requests_after_a_restart(server):
+    """A freshly started server whose first two visitors open /compare and /train at the same moment: both get the
+    app's own navigation and frame (each run that started in Streamlit's legacy pages-folder mode reruns through
+    app.py, not only the first), and a later visitor to a third bookmark too."""
     from playwright.sync_api import expect
 
     with chromium() as browser:
-        first = opened(browser, f"{server}/compare", height=1000)
-        expect(first.get_by_role("heading", name="Compare models")).to_be_visible(timeout=90_000)
-        sidebar = first.locator("[data-testid=stSidebar]")
-        expect(sidebar.get_by_text("not a diagnostic device")).to_be_visible(timeout=30_000)
-        nav = first.locator("[data-testid=stSidebarNav]").inner_text()
-        first.screenshot(path=str(ARTIFACTS / "deep_link_compare.png"))
-        second = browser.new_page()  # a second visitor, straight to another bookmark
-        second.goto(f"{server}/about")
-        expect(second.get_by_role("heading", name="About").first).to_be_visible(timeout=60_000)
-        nav_second = second.locator("[data-testid=stSidebarNav]").inner_text()
-    for text in (nav, nav_second):
-        assert "Diagnose" in text and "Compare models" in text and "Learn" in text
+        visitors = {name: browser.new_page(viewport={"width": 1400, "height": 1000}) for name in ("compare", "train")}
+        for name, page in visitors.items():  # both requests go out before either is answered
+            page.goto(f"{server}/{name}", wait_until="commit")
+        navs = []
+        for heading, page in zip(("Compare models", "Train (admin)"), visitors.values()):
+            expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=90_000)
+            sidebar = page.locator("[data-testid=stSidebar]")
+            expect(sidebar.get_by_text("not a diagnostic device")).to_be_visible(timeout=30_000)
+            navs.append(page.locator("[data-testid=stSidebarNav]").inner_text())
+        visitors["compare"].screenshot(path=str(ARTIFACTS / "deep_link_compare.png"))
+        visitors["train"].screenshot(path=str(ARTIFACTS / "deep_link_train.png"))
+        later = opened(browser, f"{server}/about")
+        expect(later.get_by_role("heading", name="About").first).to_be_visible(timeout=60_000)
+        navs.append(later.locator("[data-testid=stSidebarNav]").inner_text())
+    for text in navs:
+        assert "Diagnose" in text and "Compare models" in text and "Train (admin)" in text
         assert "common" not in text and "app" not in text.lower().split()
 
 
