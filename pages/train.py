@@ -230,9 +230,10 @@ def past_runs():
         report = r["report"] or {}
         val = report.get("val", {}).get("balanced_accuracy",  # finished: the kept epoch, as best.pt answers
                                         max((m.get("val_balanced_accuracy", 0) for m in r["metrics"]), default=None))
+        kept = report.get("kept_epoch", report.get("best_epoch"))  # best_epoch: reports written before 2026-12-08
         rows.append({"run": r["name"], "stage": r["config"].get("stage"), "state": r["progress"].get("state"),
                      "data": "demo subset" if report.get("demo") else "full", "epochs": len(r["metrics"]),
-                     "kept epoch": report.get("best_epoch"), "val balanced acc": val})
+                     "kept epoch": kept, "val balanced acc": val})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="—")
     st.caption("Validation balanced accuracy of the epoch a finished run kept as its model (best.pt, in its chosen "
                "inference mode); of the best epoch so far while a run trains. Runs are compared on validation (and "

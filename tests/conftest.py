@@ -74,14 +74,14 @@ def ham10000_dir() -> Path:
     return SHARED
 
 
-def train_tiny(stage, out, teacher=None, epochs=1, **overrides):
+def train_tiny(stage, out, teacher=None, epochs=1, callback=lambda event, **data: None, **overrides):
     from core.training.config import TrainConfig
     from core.training.trainer import run_training
 
     settings = {"img_size": TINY_SIZE, "batch_size": 4, "lr": 1e-3, "warmup_epochs": 0, **overrides}
     cfg = TrainConfig(stage=stage, out=str(out), data_dir=str(FIXTURE), teacher=str(teacher) if teacher else None,
                       epochs=epochs, **settings)
-    return run_training(cfg)
+    return run_training(cfg, callback=callback)
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,8 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         records = records[: cfg.limit]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:  # report.json marks a finished, calibrated best.pt: a restarted run is neither until it ends
+        (out / "report.json").unlink(missing_ok=True)
     if threads := cfg.threads or (ctx.distributed and max(1, (os.cpu_count() or 1) // ctx.local_world_size)):
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.init_seed)
@@ -310,7 +312,7 @@ def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
     save_checkpoint(best_path, model, config, meta=meta)
     report = {"split": "test", "split_fingerprint": fingerprint, "n_test": int(len(part["test"])),
               "calibration": calibration, "test": test,
-              "params": count_params(model), "best_epoch": meta.get("epoch"), "demo": meta["demo"],
+              "params": count_params(model), "kept_epoch": meta.get("epoch"), "demo": meta["demo"],
               "val": {"balanced_accuracy": calibration["val_balanced_accuracy_tta" if calibration["tta"]
                                                       else "val_balanced_accuracy_plain"]}}
     (Path(out) / "report.json").write_text(json.dumps(report, indent=2))
