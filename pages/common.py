@@ -182,6 +182,9 @@ def gallery_items() -> list:
     return items
 
 
+FRAME_RERUN_KEY = "_reran_through_app_py"
+
+
 def ran_without_the_app_frame() -> bool:
     """True when Streamlit's legacy `pages/` folder mode ran this page script on its own in this run.
 
@@ -191,9 +194,10 @@ def ran_without_the_app_frame() -> bool:
     """
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    pages = get_script_run_ctx().pages_manager
-    main = Path(pages.main_script_path).resolve()
-    return any(Path(info["script_path"]).resolve() == main for info in pages.get_pages().values())
+    pages, app = get_script_run_ctx().pages_manager, (PROJECT_ROOT / "app.py").resolve()
+    if Path(pages.main_script_path).resolve() != app:  # a page run as the main script itself (AppTest, tests)
+        return False
+    return any(Path(info["script_path"]).resolve() == app for info in pages.get_pages().values())
 
 
 def ensure_app_navigation():
@@ -203,11 +207,14 @@ def ensure_app_navigation():
     some session has run app.py (whose st.navigation switches that off), a bookmarked URL such as
     /compare runs the page script alone, with the folder's files as the menu and without the app's
     frame. Switch the mode off and rerun, so that app.py runs, builds the navigation and opens the
-    requested page.
+    requested page. Once per session: on a server only a session's first run can be in that mode (once off, it
+    stays off), while Streamlit's AppTest switches it on before every run, where a rerun each time would drop
+    that run's button clicks.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if ran_without_the_app_frame():
+    if ran_without_the_app_frame() and not st.session_state.get(FRAME_RERUN_KEY):
+        st.session_state[FRAME_RERUN_KEY] = True
         PagesManager.uses_pages_directory = False  # process-wide; read at the start of every later run
         st.rerun()
 

@@ -87,15 +87,23 @@ def test_evaluate_names_missing_images_and_unknown_labels(use_weights, tmp_path,
 
 
 def test_bench_schema(use_weights, tmp_path):
+    """Every model's figures, and the student/teacher latency ratio within each runtime (the teacher's ONNX twin
+    exported for it); no timing is asserted."""
     out = tmp_path / "b.json"
-    assert bench.main(["--models", "student,quantized", "--runs", "50", "--threads", "1", "--json", str(out)]) == 0
+    names = ["teacher", "teacher_ort_fp32", "student", "student_ort_fp32", "quantized"]
+    assert bench.main(["--models", ",".join(names), "--runs", "50", "--threads", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["threads"] == 1 and result["cpu"]
-    for name in ("student", "quantized"):
+    for name in names:
         m = result["models"][name]
         assert m["latency_ms_p95"] >= m["latency_ms_p50"] > 0
-        assert m["params"] > 0 and m["file_bytes"] > 0 and m["input_size"] == 64 and m["throughput_ips_b32"] > 0
-    assert result["models"]["student"]["gflops_per_image"] > 0
+        assert m["params"] > 0 and m["file_bytes"] > 0 and m["throughput_ips_b32"] > 0
+        assert m["runtime"] == ("onnxruntime" if name.endswith("_ort_fp32") or name == "quantized" else "pytorch")
+    assert result["models"]["student"]["input_size"] == 64 and result["models"]["student"]["gflops_per_image"] > 0
+    models, ratios = result["models"], result["student_over_teacher_latency"]
+    assert ratios == {"pytorch": models["student"]["latency_ms_p50"] / models["teacher"]["latency_ms_p50"],
+                      "onnxruntime": models["student_ort_fp32"]["latency_ms_p50"]
+                      / models["teacher_ort_fp32"]["latency_ms_p50"]}
 
 
 def test_bench_upload_times_the_your_images_path(use_weights, tmp_path):

@@ -123,16 +123,17 @@ def test_keep_last_holds_the_final_epoch_also_for_a_finished_run(tmp_path):
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2  # no epoch trained again
 
 
-def test_a_restarted_run_is_not_finished_until_it_ends(tmp_path):
-    """A finished run resumed for more epochs has no report.json while it trains (the Train page would show the old
-    report's kept epoch and offer best.pt, not yet calibrated, for promotion); it has a new one when it ends."""
+def test_a_restarted_run_is_not_finished_once_its_model_changes(tmp_path):
+    """A finished run resumed for more epochs keeps its report.json while best.pt is still the calibrated model it
+    describes, loses it when a new epoch replaces best.pt (the Train page would show the old report's kept epoch
+    and offer an uncalibrated best.pt for promotion), and has a new one when it ends."""
     train_tiny("student", tmp_path / "r", epochs=1)
     report, seen = tmp_path / "r" / "report.json", []
-    train_tiny("student", tmp_path / "r", epochs=2, resume=True,
+    train_tiny("student", tmp_path / "r", epochs=2, resume=True, keep="last",
                callback=lambda event, **data: seen.append((event, report.is_file())))
-    assert [present for event, present in seen if event == "batch"] and not any(
-        present for event, present in seen if event in ("batch", "epoch"))
-    assert json.loads(report.read_text())["kept_epoch"] in (1, 2)
+    assert all(present for event, present in seen if event == "batch") and seen[0][0] == "batch"
+    assert [present for event, present in seen if event == "epoch"] == [False]
+    assert json.loads(report.read_text())["kept_epoch"] == 2
 
 
 def test_train_config_defaults_are_the_shipped_recipe():

@@ -171,14 +171,15 @@ def ort_session(path, threads: int = 0):
 _EXPORT_LOCK = threading.Lock()
 
 
-def cached_fp32_export(model, config: ModelConfig, sha256: str, root) -> Path:
-    """fp32 ONNX twin of a checkpoint (identified by its sha256), exported once into `root` and reused. One export
-    at a time per process, from a copy of the model (it may be serving predictions meanwhile)."""
+def cached_fp32_export(model, config: ModelConfig, sha256: str, root, meta=None) -> Path:
+    """fp32 ONNX twin of a checkpoint (identified by its sha256, `meta` stored in it), exported once into `root`
+    and reused. One export at a time per process, from a copy of the model (it may be serving predictions
+    meanwhile)."""
     path = Path(root) / f"{sha256[:32]}.onnx"
     with _EXPORT_LOCK:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}.onnx")
-            export_onnx(copy.deepcopy(model).eval(), config, tmp)
+            export_onnx(copy.deepcopy(model).eval(), config, tmp, meta)
             os.replace(tmp, path)
     return path

@@ -15,7 +15,10 @@ import torch
 
 from core.quantization.onnx_export import executed_op_types
 
-DEFAULT_MODELS = ("teacher", "student", "student_ort_fp32", "quantized")
+ORT_TWIN = "_ort_fp32"  # "<shipped torch model>_ort_fp32": its fp32 ONNX export, timed in ONNX Runtime
+DEFAULT_MODELS = ("teacher", "teacher_ort_fp32", "student", "student_ort_fp32", "quantized")
+# Student over teacher batch-1 latency, compared within one runtime (eager PyTorch, ONNX Runtime)
+LATENCY_PAIRS = {"pytorch": ("student", "teacher"), "onnxruntime": ("student_ort_fp32", "teacher_ort_fp32")}
 
 
 def cpu_name() -> str:
@@ -93,11 +96,20 @@ def bench_explanations(models=("teacher", "student", "quantized"), threads: int 
     return {"explanations": out, "threads": threads, "cpu": cpu_name(), "image_size": list(image.size)}
 
 
-def student_ort_fp32(root=None):
-    """The shipped student's fp32 ONNX twin (the one the app's explanations run in), in ONNX Runtime."""
+def bench_target(name: str, root=None):
+    """A shipped model, or with the ORT_TWIN suffix a shipped torch model's fp32 ONNX twin in ONNX Runtime (the
+    student's is the one the app's explanations run in; the teacher's times it in the student's runtime)."""
     from core.registry.loader import load_model, onnx_twin_path
 
-    return load_model(onnx_twin_path(load_model("student", root)))
+    if name.endswith(ORT_TWIN):
+        return load_model(onnx_twin_path(load_model(name.removesuffix(ORT_TWIN), root)))
+    return load_model(name, root)
+
+
+def latency_ratios(models: dict) -> dict:
+    """{runtime: student p50 / teacher p50} for each runtime in which both were timed in this run."""
+    return {runtime: models[student]["latency_ms_p50"] / models[teacher]["latency_ms_p50"]
+            for runtime, (student, teacher) in LATENCY_PAIRS.items() if student in models and teacher in models}
 
 
 def run_bench(models=DEFAULT_MODELS, threads: int = 2, runs: int = 100, progress=None, root=None) -> dict:
@@ -111,8 +123,6 @@ _BENCH_LOCK = threading.Lock()
 
 
 def _run_bench(models, threads, runs, progress, root) -> dict:
-    from core.registry.loader import load_model
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -120,8 +130,8 @@ def _run_bench(models, threads, runs, progress, root) -> dict:
         for name in models:
             if progress:
                 progress(name)
-            classifier = student_ort_fp32(root) if name == "student_ort_fp32" else load_model(name, root)
-            results[name] = bench_classifier(classifier, runs)
+            results[name] = bench_classifier(bench_target(name, root), runs)
     finally:
         torch.set_num_threads(previous)  # a server's thread setting is not changed by a benchmark
-    return {"models": results, "threads": threads, "cpu": cpu_name(), "torch": torch.__version__}
+    return {"models": results, "student_over_teacher_latency": latency_ratios(results), "threads": threads,
+            "cpu": cpu_name(), "torch": torch.__version__}

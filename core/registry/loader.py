@@ -174,8 +174,10 @@ def with_batch_runtime(classifier: Classifier) -> Classifier:
 
 
 def onnx_twin_path(classifier: Classifier) -> Path:
-    """The fp32 ONNX export of a torch classifier, made once per checkpoint in the cache folder."""
-    return cached_fp32_export(classifier.module.model, classifier.config, classifier.sha256, cache_dir() / "onnx")
+    """The fp32 ONNX export of a torch classifier (with its parameter count), made once per checkpoint in the
+    cache folder."""
+    return cached_fp32_export(classifier.module.model, classifier.config, classifier.sha256, cache_dir() / "onnx",
+                              meta={"params": classifier.params})
 
 
 def load_with_counterpart(name_or_path):

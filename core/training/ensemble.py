@@ -15,12 +15,12 @@ import numpy as np
 from core.data.cache import cached_images
 from core.data.ham10000 import load_ham10000
 from core.data.split import recompute_split, save_split, split_fingerprint, split_indices
-from core.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from core.models.checkpoint import load_checkpoint, sha256_file
 from core.models.ensemble import ensemble_config
 from core.models.factory import count_params, create_model
 from core.paths import resolve_data_dir
 from core.training.config import TrainConfig, TrainConfigError
-from core.training.trainer import finalize_run
+from core.training.trainer import finalize_run, save_run_model
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def assemble_ensemble(cfg: TrainConfig, callback) -> dict:
     meta = {"stage": cfg.stage, "seed": first["seed"], "split_fingerprint": fingerprint,
             "params": count_params(model), "train_config": cfg.to_dict(),
             "members": [member_entry(path, meta) for path, (_, _, meta) in zip(files, loaded)]}
-    save_checkpoint(out / "best.pt", model, config, meta=meta)
+    save_run_model(out / "best.pt", model, config, meta=meta)
     log.info("ensemble of %d members, %d parameters, input %d px", len(files), meta["params"], config.img_size)
     images = cached_images(records, config.img_size, progress=lambda d, t: callback("cache", done=d, total=t))
     labels = np.array([r.label for r in records])

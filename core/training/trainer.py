@@ -95,8 +95,6 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
         records = records[: cfg.limit]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if ctx.is_main:  # report.json marks a finished, calibrated best.pt: a restarted run is neither until it ends
-        (out / "report.json").unlink(missing_ok=True)
     if threads := cfg.threads or (ctx.distributed and max(1, (os.cpu_count() or 1) // ctx.local_world_size)):
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.init_seed)
@@ -201,7 +199,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, callback, should_stop, sta
 
     def keep_epoch(epoch: int, chosen, val_row: dict):
         """Write `chosen` (live or EMA weights) as the run's model, best.pt, with the epoch's validation record."""
-        save_checkpoint(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch, "val": val_row})
+        save_run_model(best_path, chosen, model_config, meta={**meta_base, "epoch": epoch, "val": val_row})
 
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
@@ -295,6 +293,13 @@ def teacher_outputs(teacher, config, images_uint8, augment_cfg, generator, mine=
     x = to_model_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[mine])), config)
     return teacher(augment_batch(x, augment_cfg, generator, std=config.std, rows=mine,
                                  batch_size=len(images_uint8)).to(device))
+
+
+def save_run_model(best_path: Path, model, config, meta: dict) -> None:
+    """Write a run's new, not yet calibrated model (best.pt). Its report.json goes first: that file marks a finished
+    run whose best.pt is calibrated (what the Train page lists and promotion takes) until finalize_run writes it."""
+    (Path(best_path).parent / "report.json").unlink(missing_ok=True)
+    save_checkpoint(best_path, model, config, meta=meta)
 
 
 def finalize_run(out: Path, images, labels, part, fingerprint: str) -> dict:
