@@ -112,6 +112,7 @@ def test_learn_plays_three_cases(server):
             expect(page.get_by_text("Ground truth:")).to_have_count(0, timeout=60_000)  # nothing before Reveal
             settled(page)  # the previous case's widgets are gone
             page.get_by_text("Melanocytic nevi (nv)").first.click()
+            settled(page)  # until the answer's run ends, its new Reveal button and the stale disabled one coexist
             page.get_by_role("button", name="Reveal").click()
             expect(page.get_by_text("Ground truth:")).to_be_visible(timeout=60_000)
             # "Teaching note —" is the note itself; plain "Teaching note" also matches the sources expander
