@@ -3,8 +3,9 @@
 Per model, in one run on this machine: params, file_bytes, input_size, batch-1 latency p50/p95
 (>= 50 timed runs after warm-up) and batch-32 throughput. Besides the shipped models it also times
 the student's fp32 ONNX Runtime path (`student_ort_fp32`), so that int8 is compared with the
-fastest fp32 runtime as well as with eager PyTorch, and the teacher's (`teacher_ort_fp32`, exported once per
-file into the cache), so that the student/teacher latency ratio is given within each runtime; for ONNX models it lists the kernels ONNX Runtime
+fastest fp32 runtime as well as with eager PyTorch, and the teacher's (`teacher_ort_fp32`, exported once
+per file into the cache), so that the student/teacher latency ratio is given within each runtime
+(`student_over_teacher_latency`); for ONNX models it lists the kernels ONNX Runtime
 actually executed (int8 QLinearConv or float Conv). `--xai` times Grad-CAM, Score-CAM and LIME per
 model on one gallery image instead. `--upload DIR` times Compare models' "Your images" path instead: DIR (a
 labelled folder: labels.csv with image_id,dx, and its images) zipped as a browser uploads it, checked, decoded
