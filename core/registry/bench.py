@@ -16,9 +16,9 @@ import torch
 from core.quantization.onnx_export import executed_op_types
 
 ORT_TWIN = "_ort_fp32"  # "<shipped torch model>_ort_fp32": its fp32 ONNX export, timed in ONNX Runtime
-DEFAULT_MODELS = ("teacher", "teacher_ort_fp32", "student", "student_ort_fp32", "quantized")
+DEFAULT_MODELS = ("teacher", "teacher" + ORT_TWIN, "student", "student" + ORT_TWIN, "quantized")
 # Student over teacher batch-1 latency, compared within one runtime (eager PyTorch, ONNX Runtime)
-LATENCY_PAIRS = {"pytorch": ("student", "teacher"), "onnxruntime": ("student_ort_fp32", "teacher_ort_fp32")}
+LATENCY_PAIRS = {"pytorch": ("student", "teacher"), "onnxruntime": ("student" + ORT_TWIN, "teacher" + ORT_TWIN)}
 
 
 def cpu_name() -> str:
